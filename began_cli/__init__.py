@@ -1,0 +1,8 @@
+"""began: train a BEGAN on your images, export it to ONNX, sample from the command line.
+
+This package (`began_cli/` in the source tree) is the torch-free side. The
+training side lives in `began.models`, `began.train` and `began.export`, which
+need the `train` extra (torch).
+"""
+
+__version__ = "0.1.0"

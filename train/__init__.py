@@ -1,0 +1,1 @@
+"""Training side of began (needs torch: `pip install 'began[train]'`)."""
