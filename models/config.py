@@ -1,0 +1,61 @@
+"""The model's shape, as a frozen dataclass saved with every checkpoint and bundle.
+
+Everything needed to rebuild the modules lives here, so a checkpoint is weights
+(safetensors) plus this JSON, never a pickled module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field whose help text also feeds the CLI's `--help`."""
+    return field(default=default, metadata={"help": help})
+
+
+CHANNELS = 3  # images are RGB; grey or RGBA inputs are converted when decoded
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    resolution: int = opt(64, "image side; any power of two >= 16 (every net ends at 8x8)")
+    n: int = opt(64, "filters of the first scale; the encoder's grow linearly: n, 2n, 3n, ...")
+    z_dim: int = opt(64, "N_z, the generator's input; z ~ U[-1, 1]^N_z")
+    h_dim: int = opt(64, "N_h, the auto-encoder's bottleneck")
+    repeat: int = opt(2, "3x3 convs per scale (the paper: 'typically 2')")
+    skip: bool = opt(False, "skip connections (paper 3.5.1): upsampled h0 concatenated "
+                            "after every upsampling")
+    vanishing_residual: bool = opt(False, "vanishing residuals (paper 3.5.1): "
+                                          "in' = carry*in + (1-carry)*conv(in), carry 1 -> 0")
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        if not (isinstance(r, int) and r >= 16 and r & (r - 1) == 0):
+            raise ValueError(f"resolution must be a power of two >= 16, got {r!r}")
+        for name in ("n", "z_dim", "h_dim", "repeat"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("skip", "vanishing_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def n_scales(self) -> int:
+        """Resolutions visited: 8x8 plus one per factor of two above it (64 -> 4)."""
+        return int(math.log2(self.resolution)) - 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
