@@ -1,0 +1,56 @@
+"""Shared fixtures. Real images come from ../shared/data/noto-emoji when that folder
+exists (the project's data notes), otherwise from images drawn here with pillow."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("BEGAN_SHARED_DIR", REPO.parent / "shared"))
+
+
+def emoji_dir() -> Path | None:
+    d = shared_dir() / "data" / "noto-emoji"
+    return d if d.is_dir() else None
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Keep the decoded-image cache out of the user's home during tests."""
+    monkeypatch.setenv("BEGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def draw_images(folder: Path, count: int, size: int = 40, seed: int = 0) -> None:
+    """Coloured shapes on varied backgrounds: enough structure for a GAN to learn from."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        bg = tuple(int(v) for v in rng.integers(0, 256, 3))
+        img = Image.new("RGB", (size, size), bg)
+        d = ImageDraw.Draw(img)
+        for _ in range(3):
+            x0, y0 = rng.integers(0, size // 2, 2)
+            x1, y1 = x0 + rng.integers(6, size // 2, 2)
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x1, y1], fill=fill)
+        img.save(folder / f"img{i:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """48 real images: emoji when ../shared is present, drawn shapes otherwise."""
+    folder = tmp_path_factory.mktemp("images")
+    src = emoji_dir()
+    if src is not None:
+        for p in sorted(src.glob("*.png"))[:48]:
+            shutil.copy(p, folder / p.name)
+    else:
+        draw_images(folder, 48)
+    return folder

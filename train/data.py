@@ -1,0 +1,511 @@
+"""Any folder of images -> one cached uint8 array of training images.
+
+Pipeline, run once per (folder contents, preprocessing):
+
+1. List candidates: every non-hidden regular file under the folder, recursively,
+   in sorted order. Nothing is filtered by extension: Pillow decides what is an
+   image, and every file it rejects is reported in `ImageSet.skipped` with a
+   short reason instead of crashing the load.
+2. Key: sha256 over a canonical JSON of the pipeline version, the `Preprocess`
+   fields and every candidate's (relative path, size, mtime_ns). Touching,
+   adding or removing a file, or changing any preprocessing option, gives a new
+   key; nothing is ever hashed by content, so keying a big folder is cheap.
+3. Cache hit (`<key>.json` valid and `<key>.u8` the right size): memory-map the
+   array read-only; no image is decoded.
+4. Miss: decode each file (first frame, EXIF orientation, any mode -> RGB with
+   transparency composited onto the background colour, centre crop or pad to a
+   square, resize), in worker processes when there are many, streaming each
+   result straight into a temp `.u8` file in file order so memory stays flat.
+   The `.u8` is then renamed into place and the `.json`, written last, marks
+   the cache valid.
+
+The cache is raw bytes plus plain JSON: no pickle anywhere. This module needs
+numpy and Pillow only (rich for the progress bar), never torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from began.files import atomic_path
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageSet",
+    "NoImagesError",
+    "Preprocess",
+    "Skipped",
+    "decode_image",
+    "default_cache_dir",
+    "load_image_folder",
+]
+
+# Bump whenever decoding or the cache layout changes: old caches then miss.
+PIPELINE_VERSION = 1
+
+# Below this many files, worker start-up costs more than it saves.
+_PARALLEL_MIN_FILES = 64
+_MAX_DEFAULT_WORKERS = 8
+
+_CROPS = ("center", "pad")
+_RESAMPLE = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX,
+    "nearest": Image.Resampling.NEAREST,
+}
+# Modes whose pixels carry an alpha channel of their own.
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+# Grayscale modes wider than 8 bits, which Pillow's convert("L") would clip.
+_WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+_BOMB_REASON = "too large (decompression bomb)"
+
+
+# ----------------------------------------------------------------------------
+# Public types
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How each image becomes an (R, R, 3) uint8 array."""
+
+    resolution: int  # output side, e.g. 64
+    crop: str = "center"  # "center": centred square crop; "pad": pad to square with background
+    background: str = "white"  # any PIL colour; transparent pixels are composited onto it
+    resample: str = "lanczos"  # "lanczos" | "bicubic" | "bilinear" | "box" | "nearest"
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+            raise ValueError(f"resolution must be an integer >= 1, got {r!r}")
+        object.__setattr__(self, "resolution", int(r))  # numpy ints would break the JSON key
+        if self.crop not in _CROPS:
+            raise ValueError(f"crop must be one of {', '.join(_CROPS)}; got {self.crop!r}")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(
+                f"resample must be one of {', '.join(_RESAMPLE)}; got {self.resample!r}")
+        _background_rgb(self.background)  # raises ValueError on a bad colour
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was looked at and not used."""
+
+    path: str  # relative to the data folder, POSIX separators
+    reason: str  # short and human, e.g. "empty file"
+
+
+@dataclass
+class ImageSet:
+    """The decoded images of one folder, plus what was skipped and where the cache is."""
+
+    images: np.ndarray  # (N, R, R, 3) uint8, C-contiguous; usually a read-only memmap
+    files: list[str]  # relative POSIX paths, same order as `images`
+    skipped: list[Skipped]
+    key: str  # hex sha256 cache key
+    cache_path: Path  # the `<key>.u8` data file
+    from_cache: bool  # True when this call decoded nothing
+    # Context for report(); private so the public constructor stays as specified.
+    _root: str = field(default="", repr=False, compare=False)
+    _pre: Preprocess | None = field(default=None, repr=False, compare=False)
+
+    def report(self) -> dict:
+        """A JSON-able summary of the set (for logs and run folders)."""
+        return {
+            "root": self._root,
+            "count": int(self.images.shape[0]),
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "n_skipped": len(self.skipped),
+            "key": self.key,
+            "preprocess": dataclasses.asdict(self._pre) if self._pre else None,
+            "resolution": int(self.images.shape[1]),
+        }
+
+
+class NoImagesError(ValueError):
+    """The folder has no file that decodes as an image."""
+
+
+# ----------------------------------------------------------------------------
+# Decoding one image
+# ----------------------------------------------------------------------------
+
+
+def _background_rgb(colour: str) -> tuple[int, int, int]:
+    try:
+        rgb = ImageColor.getrgb(colour)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"background must be a colour Pillow understands "
+                         f"(e.g. 'white', '#10a0ff', 'rgb(1,2,3)'); got {colour!r}") from e
+    return (rgb[0], rgb[1], rgb[2])  # any alpha in the colour is ignored: the output is opaque
+
+
+def decode_image(path: str | Path, pre: Preprocess) -> np.ndarray:
+    """Decode one file to an (R, R, 3) uint8 array. Raises on any failure.
+
+    Decompression bombs raise (Pillow's warning is turned into an error here),
+    truncated files raise from `load()`.
+    """
+    bg = _background_rgb(pre.background)
+    with warnings.catch_warnings():
+        # Pillow's other warnings (odd EXIF, palette transparency, ...) are noise
+        # over thousands of files; the bomb warning must become a failure.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            img.load()  # first frame; truncated data fails here
+            img = ImageOps.exif_transpose(img)  # keeps mode and info (transparency)
+            rgb = _to_rgb(img, bg)
+    square = _to_square(rgb, pre.crop, bg)
+    out = square.resize((pre.resolution, pre.resolution), resample=_RESAMPLE[pre.resample])
+    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8))
+
+
+def _to_rgb(img: Image.Image, bg: tuple[int, int, int]) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited onto `bg`."""
+    if img.mode in _WIDE_GRAY_MODES:
+        return _wide_gray_to_l(img).convert("RGB")
+    if img.mode == "1":
+        img = img.convert("L")
+    # Palettes always go via RGBA so palette transparency (in info or in an
+    # RGBA palette) is honoured; "L"/"RGB" may carry a tRNS colour key too.
+    if img.mode in _ALPHA_MODES or img.mode == "P" or "transparency" in img.info:
+        return _composite(img.convert("RGBA"), bg)
+    return img if img.mode == "RGB" else img.convert("RGB")  # L, CMYK, YCbCr, ...
+
+
+def _composite(rgba: Image.Image, bg: tuple[int, int, int]) -> Image.Image:
+    """Straight-alpha RGBA over an opaque background: round((c*a + bg*(255-a)) / 255)."""
+    canvas = Image.new("RGB", rgba.size, bg)
+    canvas.paste(rgba, (0, 0), rgba)  # paste with its own alpha as the mask: exact rounding
+    return canvas
+
+
+def _wide_gray_to_l(img: Image.Image) -> Image.Image:
+    """16/32-bit and float grayscale -> 8-bit "L", scaled rather than clipped."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        # round(v / 257) in integers: 65535 -> 255, 32768 -> 128
+        out = (arr.astype(np.uint32) + 128) // 257
+    else:
+        values = np.nan_to_num(arr.astype(np.float64))
+        hi = float(values.max()) if values.size else 0.0
+        if img.mode == "F" and hi <= 1.0:
+            scale = 255.0  # float images are usually 0..1
+        elif hi > 255:
+            scale = 1 / 257  # assume a 16-bit range
+        else:
+            scale = 1.0  # already 0..255
+        out = np.floor(values * scale + 0.5)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "L")
+
+
+def _to_square(img: Image.Image, crop: str, bg: tuple[int, int, int]) -> Image.Image:
+    w, h = img.size
+    if w == h:
+        return img
+    if crop == "center":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        return img.crop((left, top, left + side, top + side))
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), bg)
+    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def _failure_reason(exc: BaseException, path: str) -> str:
+    """A short human reason for a file that did not decode."""
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return _BOMB_REASON
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+    except OSError:
+        pass
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (cannot identify image file)"
+    if isinstance(exc, MemoryError):
+        return "too large (out of memory)"
+    if isinstance(exc, PermissionError):
+        return "unreadable (permission denied)"
+    if isinstance(exc, FileNotFoundError):
+        return "file disappeared while loading"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "truncat" in msg.lower():
+        return "truncated image"
+    detail = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return f"cannot decode ({detail[:120]})"
+
+
+def _decode_job(path: str, pre: Preprocess) -> tuple[np.ndarray | None, str]:
+    """Top-level (spawn-safe) worker: the image, or None and why not."""
+    try:
+        return decode_image(path, pre), ""
+    except Exception as e:  # noqa: BLE001 - any failure (bomb warnings too) is a skip
+        return None, _failure_reason(e, path)
+
+
+def _init_worker(max_image_pixels: int | None) -> None:
+    # Workers must judge decompression bombs exactly as the parent does.
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+
+
+# ----------------------------------------------------------------------------
+# Files and cache key
+# ----------------------------------------------------------------------------
+
+
+class _Candidate(NamedTuple):
+    rel: str  # relative POSIX path
+    path: str  # absolute path to open
+    size: int
+    mtime_ns: int
+
+
+def _check_root(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder of images (it is a file): {root}")
+    return root.resolve()
+
+
+def _list_candidates(root: Path, skip_dir: Path | None = None) -> list[_Candidate]:
+    """Non-hidden regular files under root, sorted by relative path.
+
+    Symlinked folders are followed, but each real folder is visited once, so a
+    link back up the tree cannot loop. `skip_dir` (the cache folder, if it sits
+    inside root) is left out, or writing the cache would change the key.
+    """
+    seen: set[tuple[int, int]] = set()
+    skip = os.path.realpath(skip_dir) if skip_dir is not None else None
+    out: list[_Candidate] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        is_cache = dirpath != str(root) and os.path.realpath(dirpath) == skip
+        if (st.st_dev, st.st_ino) in seen or is_cache:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                fst = os.stat(path)  # follows file symlinks; broken links drop out
+            except OSError:
+                continue
+            if not os.path.isfile(path):
+                continue  # fifos, sockets, devices
+            rel = Path(os.path.relpath(path, root)).as_posix()
+            out.append(_Candidate(rel, path, fst.st_size, fst.st_mtime_ns))
+    out.sort(key=lambda c: c.rel)
+    return out
+
+
+def _cache_key(pre: Preprocess, candidates: Iterable[_Candidate]) -> str:
+    payload = {
+        "version": PIPELINE_VERSION,
+        "preprocess": dataclasses.asdict(pre),
+        "files": sorted([c.rel, c.size, c.mtime_ns] for c in candidates),
+    }
+    canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canon.encode("ascii")).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """$BEGAN_CACHE_DIR, else $XDG_CACHE_HOME/began/data, else ~/.cache/began/data."""
+    if os.environ.get("BEGAN_CACHE_DIR"):
+        return Path(os.environ["BEGAN_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "began" / "data"
+    return Path.home() / ".cache" / "began" / "data"
+
+
+# ----------------------------------------------------------------------------
+# Cache files
+# ----------------------------------------------------------------------------
+
+
+def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    return cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+
+
+def _load_cache(cache_dir: Path, key: str, pre: Preprocess, root: Path) -> ImageSet | None:
+    """The cached set for `key`, or None if absent or in any way invalid."""
+    data_path, meta_path = _cache_paths(cache_dir, key)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        r = pre.resolution
+        n = int(meta["shape"][0])
+        ok = (meta.get("version") == PIPELINE_VERSION and meta.get("key") == key
+              and meta.get("dtype") == "uint8"
+              and [int(s) for s in meta["shape"]] == [n, r, r, 3] and n >= 1
+              and len(meta["files"]) == n
+              and data_path.stat().st_size == n * r * r * 3)
+        if not ok:
+            return None
+        files = [str(f) for f in meta["files"]]
+        skipped = [Skipped(str(s["path"]), str(s["reason"])) for s in meta["skipped"]]
+        images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, r, r, 3))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # a bad cache is just a miss; it gets rebuilt
+    return ImageSet(images, files, skipped, key, data_path, True, str(root), pre)
+
+
+def _write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
+    with atomic_path(meta_path) as tmp:  # fsync + rename; written last = cache valid
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------
+# Decoding a folder
+# ----------------------------------------------------------------------------
+
+
+def _default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, _MAX_DEFAULT_WORKERS))
+
+
+def _decode_all(candidates: list[_Candidate], pre: Preprocess,
+                workers: int) -> Iterator[tuple[np.ndarray | None, str]]:
+    """(image or None, reason) for each candidate, in candidate order."""
+    paths = [c.path for c in candidates]
+    if workers <= 1 or len(paths) <= _PARALLEL_MIN_FILES:
+        for p in paths:
+            yield _decode_job(p, pre)
+        return
+    # forkserver/spawn: never fork a parent that may run threads (the progress bar).
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    chunk = max(1, min(32, len(paths) // (workers * 4)))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                               initializer=_init_worker, initargs=(Image.MAX_IMAGE_PIXELS,))
+    done = 0
+    try:
+        for result in pool.map(functools.partial(_decode_job, pre=pre), paths, chunksize=chunk):
+            yield result
+            done += 1
+    except BrokenProcessPool as e:
+        # Workers could not start (e.g. a __main__ read from stdin) or died: finish
+        # in-process rather than fail; the results are the same, only slower.
+        warnings.warn(f"image decoding workers failed ({e}); continuing in-process",
+                      RuntimeWarning, stacklevel=4)  # point at the caller of load_image_folder
+        for p in paths[done:]:
+            yield _decode_job(p, pre)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _progress(show: bool | None, total: int, label: str):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    if show is None:
+        show = sys.stderr.isatty()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=Console(file=sys.stderr),
+                   disable=not show)
+    return bar, bar.add_task(label, total=total)
+
+
+def _no_images_message(root: Path, skipped: list[Skipped]) -> str:
+    if not skipped:
+        return (f"no images in {root}: the folder has no files "
+                f"(hidden files and folders, names starting with '.', are ignored)")
+    top = Counter(s.reason for s in skipped).most_common(3)
+    why = "; ".join(f"{n}x {reason}" for reason, n in top)
+    return (f"no usable images in {root}: all {len(skipped)} file(s) were skipped "
+            f"(top reasons: {why}; e.g. {skipped[0].path!r})")
+
+
+def _build(root: Path, candidates: list[_Candidate], pre: Preprocess, cache_dir: Path,
+           key: str, workers: int, progress: bool | None) -> ImageSet:
+    """Decode every candidate, streaming into the cache files; return the mapped set."""
+    data_path, meta_path = _cache_paths(cache_dir, key)
+    r = pre.resolution
+    files: list[str] = []
+    skipped: list[Skipped] = []
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    bar, task = _progress(progress, len(candidates), f"Decoding {root.name or root}")
+    # closing() shuts the worker pool down even when we leave early
+    with (
+        atomic_path(data_path) as tmp,
+        open(tmp, "wb") as out,
+        bar,
+        contextlib.closing(_decode_all(candidates, pre, workers)) as results,
+    ):
+        for cand, (img, reason) in zip(candidates, results):
+            if img is None:
+                skipped.append(Skipped(cand.rel, reason))
+            else:
+                if img.shape != (r, r, 3) or img.dtype != np.uint8:
+                    raise RuntimeError(f"decoder returned {img.shape} {img.dtype} for {cand.rel}")
+                out.write(np.ascontiguousarray(img).data)  # stream: nothing piles up
+                files.append(cand.rel)
+            bar.advance(task)
+        if not files:  # leaving by exception discards the temp file: no cache
+            raise NoImagesError(_no_images_message(root, skipped))
+    _write_meta(meta_path, {
+        "version": PIPELINE_VERSION,
+        "key": key,
+        "shape": [len(files), r, r, 3],
+        "dtype": "uint8",
+        "files": files,
+        "skipped": [dataclasses.asdict(s) for s in skipped],
+        "preprocess": dataclasses.asdict(pre),
+        "root": str(root),
+    })
+    images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(len(files), r, r, 3))
+    return ImageSet(images, files, skipped, key, data_path, False, str(root), pre)
+
+
+def load_image_folder(root: str | Path, pre: Preprocess, cache_dir: str | Path | None = None,
+                      workers: int | None = None, progress: bool | None = None) -> ImageSet:
+    """All usable images under `root`, preprocessed, from the cache when possible.
+
+    `workers` defaults to min(cpu count, 8); results are identical for any value.
+    `progress`: None shows a bar on stderr only if stderr is a terminal.
+    Raises FileNotFoundError / NotADirectoryError for a bad `root`, and
+    NoImagesError when no file decodes.
+    """
+    root = _check_root(root)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    candidates = _list_candidates(root, skip_dir=cache)
+    key = _cache_key(pre, candidates)
+    cached = _load_cache(cache, key, pre, root)
+    if cached is not None:
+        return cached
+    if not candidates:
+        raise NoImagesError(_no_images_message(root, []))
+    return _build(root, candidates, pre, cache, key, workers or _default_workers(), progress)
