@@ -1,0 +1,80 @@
+"""One BEGAN training step, written plainly (the reference the fast path must match).
+
+    L(v)  = mean |v - D(v)|^eta                 (eta = 1 in the paper)
+    L_D   = L(x) - k_t * L(G(z_D))              -> theta_D
+    L_G   = L(G(z_G))                           -> theta_G
+    k_t+1 = clip(k_t + lambda_k (gamma L(x) - L(G(z_G))), 0, k_max)
+    M     = L(x) + |gamma L(x) - L(G(z_G))|
+
+Both gradients are taken at the same (theta_G, theta_D) and then both Adam
+optimisers step: the updates are simultaneous, each network following only its
+own loss. D's fake term sees G's output detached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .controller import m_global, update_k
+
+
+def recon_loss(D: nn.Module, v: torch.Tensor, eta: int = 1) -> torch.Tensor:
+    """L(v): the auto-encoder's mean per-pixel error on a batch (a 0-dim tensor)."""
+    err = (D(v) - v).abs()
+    return (err if eta == 1 else err * err).mean()
+
+
+@dataclass
+class StepOut:
+    """All 0-dim tensors on the training device (no host sync taken)."""
+
+    loss_real: torch.Tensor  # L(x)
+    loss_fake: torch.Tensor  # L(G(z_G)), which is also L_G
+    loss_d: torch.Tensor  # L_D = L(x) - k_t L(G(z_D))
+    k: torch.Tensor  # k_{t+1}
+    m_global: torch.Tensor
+
+
+def _set_grads(params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> None:
+    for p, g in zip(params, grads):
+        p.grad = g
+
+
+def began_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, x: torch.Tensor, z_d: torch.Tensor,
+               z_g: torch.Tensor, k: torch.Tensor, *, gamma: float, lambda_k: float,
+               k_max: float = 1.0, eta: int = 1, z_shared: bool = False) -> StepOut:
+    g_params = [p for p in G.parameters()]
+    d_params = [p for p in D.parameters()]
+
+    # G's loss; its graph is kept when D reuses the same fakes (z_shared).
+    fake_g = G(z_g)
+    loss_fake = recon_loss(D, fake_g, eta)
+    g_grads = torch.autograd.grad(loss_fake, g_params, retain_graph=z_shared)
+
+    if z_shared:
+        loss_fake_d = loss_fake  # grads below are taken w.r.t. D only: G's output acts detached
+    else:
+        with torch.no_grad():
+            fake_d = G(z_d)
+        loss_fake_d = recon_loss(D, fake_d, eta)
+    loss_real = recon_loss(D, x, eta)
+    loss_d = loss_real - k * loss_fake_d
+    d_grads = torch.autograd.grad(loss_d, d_params)
+
+    _set_grads(g_params, g_grads)
+    _set_grads(d_params, d_grads)
+    opt_g.step()
+    opt_d.step()
+
+    loss_real, loss_fake = loss_real.detach(), loss_fake.detach()
+    return StepOut(
+        loss_real=loss_real,
+        loss_fake=loss_fake,
+        loss_d=loss_d.detach(),
+        k=update_k(k, loss_real, loss_fake, gamma, lambda_k, k_max),
+        m_global=m_global(loss_real, loss_fake, gamma),
+    )
