@@ -1,0 +1,102 @@
+"""The `began` command: a Typer app with one module per verb under `commands/`.
+
+`main()` owns the process contract: human text on stderr, one `error:` line
+and a `hint:` for errors a user can cause, and documented exit codes
+(see errors.py). `--version` answers before Typer, onnxruntime or torch load.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BeganError
+
+# Set by the global -v option; tracebacks of unexpected errors only with -vv.
+VERBOSITY = {"level": 0}
+
+
+def make_app():
+    import typer
+
+    from .commands import train
+
+    app = typer.Typer(
+        name="began",
+        help="BEGAN: train on your images, export to ONNX, sample from the command line.",
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def _root(
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                    help="More detail on stderr; -vv shows tracebacks."),
+        version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    ) -> None:
+        VERBOSITY["level"] = verbose
+        if version:
+            print(f"began {__version__}")
+            raise typer.Exit()
+
+    app.command("train", no_args_is_help=True)(train.train)
+    return app
+
+
+def error_lines(message: str, hint: str | None) -> str:
+    return f"error: {message}" + (f"\nhint: {hint}" if hint else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["--version"], ["-V"]):  # instant: no Typer, no onnxruntime, no torch
+        print(f"began {__version__}")
+        return 0
+    code = run(argv)
+    sys.stdout.flush()
+    return code
+
+
+def run(argv: list[str]) -> int:
+    """Run the app and map every outcome to an exit code."""
+    import typer
+
+    try:  # typer >= 0.2x vendors click; older releases depend on it
+        from typer._click.exceptions import UsageError as ClickUsageError
+    except ImportError:
+        from click.exceptions import UsageError as ClickUsageError
+
+    try:
+        # standalone_mode=False: click returns typer.Exit's code instead of exiting.
+        rv = make_app()(args=argv, prog_name="began", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except ClickUsageError as e:
+        where = e.ctx.command_path if e.ctx else "began"
+        print(error_lines(e.format_message(), f"see '{where} --help'"), file=sys.stderr)
+        return EXIT_USAGE
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BeganError as e:
+        print(error_lines(e.message, e.hint), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `began ... | head`: the reader left; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as e:  # a bug, not a user error: say so, traceback with -vv
+        if VERBOSITY["level"] >= 2:
+            raise
+        print(error_lines(f"unexpected {type(e).__name__}: {e}",
+                          "rerun with -vv for the traceback and report it"), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""`began train` end to end on the CPU: it learns, resumes exactly, survives
+interrupts and bad checkpoints, and reports bad data."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from began.app import run
+from began.train.checkpoint import load_checkpoint
+
+# Small enough for CI, but crossing epochs (48 images / batch 8), lr decays
+# (window 4, patience 1, a 50% bar to count as progress), log rows (every 3) and
+# the vanishing-residual ramp (12 steps), so a resume has every kind of state to get right.
+BUSY = ["--preset", "smoke", "--device", "cpu", "--no-progress", "--batch-size", "8",
+        "--ckpt-every", "5", "--log-every", "3", "--lr-window", "4", "--lr-patience", "1",
+        "--lr-min-delta", "0.5", "--vanishing-residual", "--residual-steps", "12",
+        "--keep", "10", "--sample-every", "10"]
+
+
+def train(folder, out, *extra):
+    return run(["train", str(folder), "--out", str(out), *map(str, extra)])
+
+
+def stats(out):
+    return [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+
+
+def final_state(out, step):
+    return load_checkpoint(out / "checkpoints" / f"ckpt-{step:08d}.safetensors")
+
+
+def assert_same_state(a, b):
+    (ta, sa), (tb, sb) = a, b
+    assert set(ta) == set(tb)
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+    assert sa == sb
+
+
+def test_short_run_learns(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(image_folder, out, "--preset", "smoke", "--device", "cpu", "--steps", 100,
+                 "--log-every", 10, "--no-progress") == 0
+    rows = stats(out)
+    assert [r["step"] for r in rows] == list(range(10, 101, 10))
+    first = (rows[0]["loss_real"] + rows[1]["loss_real"]) / 2
+    last = (rows[-1]["loss_real"] + rows[-2]["loss_real"]) / 2
+    assert last < 0.8 * first, (first, last)
+    for r in rows:
+        assert 0.0 <= r["k"] <= 1.0
+        assert r["m_global"] == pytest.approx(
+            r["loss_real"] + abs(0.5 * r["loss_real"] - r["loss_fake"]), abs=0.2)
+        assert r["images_per_s"] > 0 and r["lr_g"] == 1e-4
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "reals.png", "samples-00000100.png"]
+    assert json.loads((out / "config.json").read_text())["steps"] == 100
+    err = capsys.readouterr().err
+    assert "step 100/100" in err and "done: step 100" in err
+
+
+@pytest.fixture(scope="module")
+def straight_run(image_folder, tmp_path_factory):
+    """20 steps in one go: the reference for every resume test."""
+    out = tmp_path_factory.mktemp("straight")
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 0
+    return out
+
+
+def test_resume_is_exact(image_folder, straight_run, tmp_path):
+    out = tmp_path / "halves"
+    assert train(image_folder, out, *BUSY, "--steps", 10) == 0
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 0
+    ref = final_state(straight_run, 20)
+    assert ref[1]["lr_schedule"]["decays"], "the lr schedule should have acted in this run"
+    assert_same_state(final_state(out, 20), ref)
+    # The first call logs its last step (10); rows after the next full interval agree.
+    rows, ref_rows = stats(out), {r["step"]: r for r in stats(straight_run)}
+    assert [r["step"] for r in rows] == [3, 6, 9, 10, 12, 15, 18, 20]
+    for r in rows[-3:]:
+        assert {**r, "images_per_s": 0} == {**ref_rows[r["step"]], "images_per_s": 0}
+
+
+def test_interrupt_writes_a_checkpoint_and_resumes_exactly(image_folder, straight_run,
+                                                           tmp_path, monkeypatch, capsys):
+    import began.train.loop as loop
+
+    real_step, calls = loop.began_step, {"n": 0}
+
+    def step_with_ctrl_c(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:  # a real SIGINT in the middle of step 8
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*a, **k)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(loop, "began_step", step_with_ctrl_c)
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 130
+    err = capsys.readouterr().err
+    assert "error: interrupted at step 8; resume point" in err and "ckpt-00000008" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(loop, "began_step", real_step)
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 0
+    assert "resumed from ckpt-00000008" in capsys.readouterr().err
+    assert_same_state(final_state(out, 20), final_state(straight_run, 20))
+    assert [r["step"] for r in stats(out)] == [3, 6, 9, 12, 15, 18, 20]
+
+
+def test_corrupt_checkpoint_is_never_loaded(image_folder, straight_run, tmp_path, capsys):
+    out = tmp_path / "corrupt"
+    shutil.copytree(straight_run, out)
+    newest = out / "checkpoints" / "ckpt-00000020.safetensors"
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped bit pattern in the tensor data
+    newest.write_bytes(bytes(raw))
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipping checkpoint ckpt-00000020" in err and "checksum" in err
+    assert "resumed from ckpt-00000015" in err
+    assert (out / "checkpoints" / "ckpt-00000020.safetensors.corrupt").exists()
+    assert_same_state(final_state(out, 20), final_state(straight_run, 20))
+
+
+def test_changed_settings_are_refused_on_resume(image_folder, straight_run, tmp_path, capsys):
+    out = tmp_path / "changed"
+    shutil.copytree(straight_run, out)
+    assert train(image_folder, out, *BUSY, "--steps", 20, "--gamma", 0.7) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and "gamma: 0.5 -> 0.7" in err[0]
+    assert err[1].startswith("hint: ") and len(err) == 2
+
+
+def test_nan_stops_training_and_keeps_the_good_checkpoint(image_folder, tmp_path,
+                                                          monkeypatch, capsys):
+    import began.train.loop as loop
+
+    real_step, calls = loop.began_step, {"n": 0}
+
+    def poisoned(*a, **k):
+        out = real_step(*a, **k)
+        calls["n"] += 1
+        if calls["n"] >= 7:
+            out.loss_real = out.loss_real * float("nan")
+        return out
+
+    out = tmp_path / "nan"
+    monkeypatch.setattr(loop, "began_step", poisoned)
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 1
+    err = capsys.readouterr().err
+    assert "error: losses became NaN/Inf by step 9" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt-00000005.safetensors"]
+
+
+def test_messy_folder_trains_on_the_good_images(image_folder, tmp_path, capsys):
+    data = tmp_path / "messy"
+    data.mkdir()
+    good = sorted(image_folder.iterdir())[:12]
+    for p in good:
+        shutil.copy(p, data / p.name)
+    (data / "empty.png").write_bytes(b"")
+    (data / "letter.jpg").write_text("this is not a jpeg")
+    (data / "notes.txt").write_text("hello")
+    (data / "torn.png").write_bytes(good[0].read_bytes()[:200])
+    out = tmp_path / "run"
+    assert train(data, out, "--preset", "smoke", "--device", "cpu", "--steps", 3,
+                 "--no-progress") == 0
+    report = json.loads((out / "data.json").read_text())
+    assert report["count"] == 12
+    assert sorted(s["path"] for s in report["skipped"]) == [
+        "empty.png", "letter.jpg", "notes.txt", "torn.png"]
+    assert all(s["reason"] for s in report["skipped"])
+    err = capsys.readouterr().err
+    assert "data: 12 images" in err and "skipped 4 files" in err
+
+
+def test_folder_without_images_is_one_clear_error(tmp_path, capsys):
+    data = tmp_path / "nothing"
+    data.mkdir()
+    (data / "notes.txt").write_text("hello")
+    assert train(data, tmp_path / "run", "--preset", "smoke", "--device", "cpu") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("error: ") and err[1].startswith("hint: ")
+    assert train(tmp_path / "missing", tmp_path / "run2", "--preset", "smoke") == 1
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    assert train(tmp_path, tmp_path / "run", "--preset", "paper128", "--gamma", "0.3",
+                 "--skip", "--dry-run") == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["gamma"] == 0.3 and cfg["model"]["skip"] is True
+    assert cfg["model"]["resolution"] == 128 and cfg["model"]["n"] == 128
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_flag_values_are_usage_errors(tmp_path, capsys):
+    assert train(tmp_path, tmp_path / "run", "--resolution", "48", "--dry-run") == 2
+    assert train(tmp_path, tmp_path / "run", "--preset", "huge", "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert "resolution must be a power of two" in err and "unknown preset 'huge'" in err
+
+
+def python_without_torch(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter where `import torch` fails."""
+    prelude = "import sys; sys.modules['torch'] = None\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_train_without_torch_names_the_extra(tmp_path):
+    r = python_without_torch(
+        f"from began.app import main; sys.exit(main(['train', {str(tmp_path)!r}, "
+        f"'--out', {str(tmp_path / 'run')!r}]))")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [
+        "error: training needs PyTorch, which is not installed",
+        "hint: pip install 'began[train]' (for a GPU, first install a CUDA build of torch "
+        "from https://pytorch.org)"]
+
+
+def test_help_and_dry_run_work_without_torch(tmp_path):
+    r = python_without_torch(
+        "from began.app import main\n"
+        f"assert main(['train', {str(tmp_path)!r}, '--out', 'x', '--dry-run']) == 0\n"
+        "assert main(['train', '--help']) == 0\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'onnx')]\n"
+        "assert not heavy, heavy\n")
+    assert r.returncode == 0, r.stderr
+    assert '"resolution": 64' in r.stdout and "--gamma" in r.stdout
+
+
+def test_version_is_instant():
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; from began.app import main; main(['--version']); "
+                        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+                        "{'torch', 'onnxruntime', 'typer', 'numpy', 'PIL', 'rich'}))"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.splitlines()[0].startswith("began ")
+    assert r.stdout.splitlines()[1] == "[]"

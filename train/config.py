@@ -1,0 +1,152 @@
+"""The training configuration: one visible block of defaults, presets, and the
+rule for what may change when a run is resumed.
+
+Torch-free, so `began train --dry-run` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from began.models.config import ModelConfig, opt
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -----------------------------------------------------------------
+    data_dir: str = opt("", "folder of images, searched recursively")
+    crop: str = opt("center", "center: square centre crop; pad: pad to square with --background")
+    background: str = opt("white", "colour transparent pixels are composited onto (any PIL "
+                                   "colour: white, black, #10a0ff)")
+    resample: str = opt("lanczos", "resize filter: lanczos, bicubic, bilinear, box, nearest")
+    flip: bool = opt(True, "random horizontal flips of training images")
+    data_on_device: str = opt("auto", "keep the image cache on the GPU: auto (when it fits), "
+                                      "always, never")
+    # --- model ----------------------------------------------------------------
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # --- BEGAN objective and controller ---------------------------------------
+    gamma: float = opt(0.5, "diversity ratio E[L(G(z))] / E[L(x)] the controller aims for")
+    lambda_k: float = opt(0.001, "proportional gain of the k_t controller")
+    k_init: float = opt(0.0, "k_0")
+    k_max: float = opt(1.0, "upper clip of k_t (the paper clips to [0, 1])")
+    eta: int = opt(1, "L(v) = mean |v - D(v)|^eta; the paper uses 1")
+    z_shared: bool = opt(False, "one z for D's fake term and G's loss (the paper draws z_D "
+                                "and z_G apart)")
+    # --- optimisation ----------------------------------------------------------
+    batch_size: int = opt(16, "the paper's batch; larger batches are reported to collapse")
+    lr_g: float = opt(1e-4, "Adam learning rate of G")
+    lr_d: float = opt(1e-4, "Adam learning rate of D")
+    beta1: float = opt(0.5, "Adam beta1 of both optimisers")
+    beta2: float = opt(0.999, "Adam beta2 of both optimisers")
+    lr_decay: float = opt(0.5, "factor applied to both lrs when M_global stalls")
+    lr_floor: float = opt(2e-5, "the lrs never decay below this (runs collapse late when the "
+                                "lr gets too small)")
+    lr_window: int = opt(1000, "steps averaged into one M_global value for the schedule")
+    lr_patience: int = opt(5, "windows without improvement before the lr is decayed")
+    lr_min_delta: float = opt(0.01, "relative improvement on the best window mean that counts "
+                                    "as progress")
+    residual_steps: int = opt(16000, "vanishing residuals: carry goes 1 -> 0 over this many "
+                                     "steps")
+    # --- run ------------------------------------------------------------------
+    steps: int = opt(200_000, "total training steps (rerun with a larger value to extend a run)")
+    seed: int = opt(0, "seeds the weights, the data order, z and the fixed sample z")
+    log_every: int = opt(100, "steps per stats.jsonl row (and per console line)")
+    sample_every: int = opt(2000, "steps per sample grid (from a fixed z)")
+    ckpt_every: int = opt(5000, "steps per checkpoint")
+    keep: int = opt(3, "checkpoints kept (older ones are deleted after a good write)")
+    n_samples: int = opt(64, "images in each sample grid")
+    workers: int = opt(0, "image decoding processes (0: min(cores, 8))")
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        check(self.crop in ("center", "pad"), f"crop must be 'center' or 'pad', got {self.crop!r}")
+        check(
+            self.resample in ("lanczos", "bicubic", "bilinear", "box", "nearest"),
+            f"unknown resample filter {self.resample!r}",
+        )
+        check(
+            self.data_on_device in ("auto", "always", "never"),
+            f"data_on_device must be auto, always or never, got {self.data_on_device!r}",
+        )
+        check(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
+        check(self.lambda_k >= 0, f"lambda_k must be >= 0, got {self.lambda_k}")
+        check(0.0 <= self.k_max <= 1.0, f"k_max must be in [0, 1], got {self.k_max}")
+        check(0.0 <= self.k_init <= self.k_max, f"k_init must be in [0, k_max], got {self.k_init}")
+        check(self.eta in (1, 2), f"eta must be 1 or 2, got {self.eta}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0")
+        check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "Adam betas must be in [0, 1)")
+        check(0.0 < self.lr_decay <= 1.0, f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check(self.lr_floor >= 0, f"lr_floor must be >= 0, got {self.lr_floor}")
+        check(self.lr_min_delta >= 0, f"lr_min_delta must be >= 0, got {self.lr_min_delta}")
+        for name in ("lr_window", "lr_patience", "residual_steps", "log_every", "sample_every",
+                     "ckpt_every", "keep", "n_samples"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
+        check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "model" in d and isinstance(d["model"], dict):
+            d["model"] = ModelConfig.from_dict(d["model"])
+        return cls(**d)
+
+    def replace(self, **overrides: Any) -> "TrainConfig":
+        """A copy with top-level or model fields replaced (model fields by name)."""
+        model_names = {f.name for f in fields(ModelConfig)}
+        top = {k: v for k, v in overrides.items() if k not in model_names}
+        mod = {k: v for k, v in overrides.items() if k in model_names}
+        unknown = set(top) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        model = dataclasses.replace(top.pop("model", self.model), **mod)
+        return dataclasses.replace(self, model=model, **top)
+
+
+# Presets: starting points; every field can still be overridden by a flag.
+PRESETS: dict[str, dict[str, Any]] = {
+    # A few seconds on a laptop CPU: checks the whole pipeline, learns nothing useful.
+    "smoke": dict(resolution=16, n=16, z_dim=16, h_dim=16, batch_size=8, steps=200,
+                  log_every=10, sample_every=100, ckpt_every=100, n_samples=16, lr_window=50,
+                  lr_patience=3),
+    # The paper's 64x64 setting (n = 64, N_z = N_h = 64, batch 16, Adam 1e-4).
+    "paper64": dict(resolution=64, n=64, z_dim=64, h_dim=64, batch_size=16, steps=200_000),
+    # The paper's best 128x128 model used n = 128.
+    "paper128": dict(resolution=128, n=128, z_dim=64, h_dim=64, batch_size=16, steps=300_000),
+}
+
+# Fields that may differ when the same run folder is trained again: they change how
+# long and how noisily the run goes, not what it computes.
+RESUMABLE_CHANGES = frozenset(
+    {"data_dir", "steps", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
+     "workers", "data_on_device"}
+)
+
+
+def preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    return TrainConfig().replace(**PRESETS[name])
+
+
+def incompatible_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Fields whose change would make a resumed run compute something else."""
+    a, b = saved.to_dict(), new.to_dict()
+    out = [f"model.{k}: {a['model'][k]!r} -> {b['model'][k]!r}"
+           for k in a["model"] if a["model"][k] != b["model"][k]]
+    out += [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a
+            if k != "model" and k not in RESUMABLE_CHANGES and a[k] != b[k]]
+    return out
