@@ -36,10 +36,10 @@ def draw_images(folder: Path, count: int, size: int = 40, seed: int = 0) -> None
         img = Image.new("RGB", (size, size), bg)
         d = ImageDraw.Draw(img)
         for _ in range(3):
-            x0, y0 = rng.integers(0, size // 2, 2)
-            x1, y1 = x0 + rng.integers(6, size // 2, 2)
+            x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
+            w, h = (int(v) for v in rng.integers(6, size // 2, 2))
             fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x1, y1], fill=fill)
+            (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x0 + w, y0 + h], fill=fill)
         img.save(folder / f"img{i:03d}.png")
 
 
