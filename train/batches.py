@@ -35,7 +35,8 @@ class Batches:
         if device.type == "cuda" and (
             on_device == "always" or (on_device == "auto" and fits_on_device(images.nbytes, device))
         ):
-            self.data = torch.from_numpy(np.array(images)).to(device)  # copy: the cache is a read-only memmap
+            # np.array copies: the cache is a read-only memmap, which torch would warn about.
+            self.data = torch.from_numpy(np.array(images)).to(device)
         else:
             self.data = None  # gather rows from the (possibly memory-mapped) array per batch
         self.images = images

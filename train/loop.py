@@ -33,8 +33,8 @@ from began.images import make_grid, save_image, to_uint8
 from began.models import build
 
 from .batches import Batches
-from .checkpoint import (CheckpointError, load_latest, optimizer_from_flat, optimizer_to_flat,
-                         prune, save_checkpoint)
+from .checkpoint import (load_latest, optimizer_from_flat, optimizer_to_flat, prune,
+                         save_checkpoint)
 from .config import TrainConfig, incompatible_changes
 from .controller import LRSchedule
 from .data import NoImagesError, Preprocess, load_image_folder
@@ -139,13 +139,9 @@ def _truncate_stats(path: Path, step: int) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
-          progress: bool | None = None, log: Callable[[str], None] | None = None,
-          stop_after: int | None = None) -> TrainResult:
-    """Train (or resume) the run in `run_dir` up to `cfg.steps` steps.
-
-    `stop_after` ends this call early after that many steps in total (as if
-    interrupted, but without a checkpoint unless one falls due); tests use it.
-    """
+          progress: bool | None = None, log: Callable[[str], None] | None = None
+          ) -> TrainResult:
+    """Train (or resume) the run in `run_dir` up to `cfg.steps` steps."""
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = resolve_device(device)
@@ -197,15 +193,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     if found is not None:
         path, tensors, state = found
         try:
-            G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-            D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+            G.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("G.")})
+            D.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("D.")})
             optimizer_from_flat(opt_g, "opt_g", tensors, state["opt_g"])
             optimizer_from_flat(opt_d, "opt_d", tensors, state["opt_d"])
             batches.load_state(tensors, state["data"])
         except (RuntimeError, KeyError, ValueError) as e:
             raise BeganError(f"checkpoint {path} does not fit this run ({e})",
                              "pass a new --out for a new run") from None
-        gen.set_state(tensors["rng.device"])
+        if state.get("device_type") == dev.type:
+            gen.set_state(tensors["rng.device"])
+        else:  # CPU and CUDA generators differ: the z stream cannot carry over exactly
+            gen.manual_seed(cfg.seed + 1 + state["step"])
+            log(f"warning: resuming a {state.get('device_type')} run on {dev.type}: the noise "
+                "stream restarts, so this run will not match an uninterrupted one bit for bit")
         k = tensors["ctl.k"].to(dev)
         log_meter.sum.copy_(tensors["meter.log"])
         window_meter.sum.copy_(tensors["meter.window"])
@@ -234,6 +235,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                    **tg, **td, **tb, "rng.device": gen.get_state(), "ctl.k": k,
                    "meter.log": log_meter.sum, "meter.window": window_meter.sum}
         state = {"config": cfg.to_dict(), "opt_g": mg, "opt_d": md, "data": mb,
+                 "device_type": dev.type,
                  "lr_schedule": schedule.state_dict(),
                  "meter_counts": [log_meter.count, window_meter.count]}
         path = save_checkpoint(ckpt_dir, step, tensors, state)
@@ -251,14 +253,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     # --- the loop ---------------------------------------------------------------
     set_lr()
     last_ckpt: Path | None = None
+    ckpt_step = resumed_from
     last_stats: dict | None = None
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     reporter = Reporter(total=cfg.steps, start=step, progress=progress, log=log)
     t_last, step_last = time.perf_counter(), step
     stop = StopRequest()
     try:
         with stop, reporter:
-            while step < end:
+            while step < cfg.steps:
                 if cfg.model.vanishing_residual:
                     carry = max(0.0, 1.0 - step / cfg.residual_steps)
                     G.set_carry(carry), D.set_carry(carry)
@@ -273,7 +275,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                 window_meter.add(out.m_global)
                 step += 1
 
-                if step % cfg.log_every == 0 or step == end:
+                if step % cfg.log_every == 0 or step == cfg.steps:
                     n_steps = log_meter.count
                     means = dict(zip(STAT_KEYS, log_meter.take()))  # the host sync
                     now = time.perf_counter()
@@ -298,10 +300,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                 if step % cfg.sample_every == 0 or step == cfg.steps:
                     write_samples()
                 if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                    last_ckpt = checkpoint()
+                    last_ckpt, ckpt_step = checkpoint(), step
                 if stop.signum is not None:  # between steps: the state is consistent
-                    if last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.safetensors"):
-                        last_ckpt = checkpoint()
+                    if ckpt_step != step:
+                        last_ckpt, ckpt_step = checkpoint(), step
                     raise Interrupted(step, last_ckpt, stop.exit_code)
     except KeyboardInterrupt:  # a second Ctrl-C: mid-step, so no checkpoint of this state
         raise Interrupted(step, last_ckpt, 130) from None
@@ -311,4 +313,4 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                        checkpoint=last_ckpt, resumed_from=resumed_from)
 
 
-__all__ = ["CheckpointError", "Interrupted", "TrainResult", "resolve_device", "train"]
+__all__ = ["Interrupted", "TrainResult", "resolve_device", "train"]
