@@ -9,7 +9,7 @@ import torch
 from began.models import ModelConfig, build
 from began.train.step import began_step, recon_loss
 
-CFG = ModelConfig(resolution=16, n=4, z_dim=3, h_dim=5)
+CFG = ModelConfig(resolution=16, n=4, z_dim=3, h_dim=3)
 
 
 def setup(seed=0):
@@ -24,7 +24,7 @@ def adam(m):
     return torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.5, 0.999))
 
 
-def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k):
+def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k, cs_alpha=0.0):
     """The paper's losses, each network's gradient taken at the same weights."""
     G0 = copy.deepcopy(G)
     D0 = copy.deepcopy(D)  # frozen copy: G's loss must see D before its update
@@ -36,6 +36,8 @@ def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k):
     fake = G0(z_d).detach()
     loss_real = (D(x) - x).abs().mean()
     loss_d = loss_real - k * (D(fake) - fake).abs().mean()
+    if cs_alpha:  # BEGAN-CS: || z - Enc(G(z)) ||_2 per sample, batch mean
+        loss_d = loss_d + cs_alpha * torch.sqrt(((z_d - D.encode(fake)) ** 2).sum(1)).mean()
     loss_d.backward()
     opt_g.step(), opt_d.step()
     k_new = min(max(k + lambda_k * (gamma * loss_real.item() - loss_g.item()), 0.0), 1.0)
@@ -43,13 +45,14 @@ def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k):
     return loss_real.item(), loss_g.item(), loss_d.item(), k_new, m
 
 
-@pytest.mark.parametrize("k", [0.0, 0.37])
-def test_step_matches_reference(k):
+@pytest.mark.parametrize("k,cs_alpha", [(0.0, 0.0), (0.37, 0.0), (0.37, 0.1)])
+def test_step_matches_reference(k, cs_alpha):
     G, D, x, z_d, z_g = setup()
     Gr, Dr = copy.deepcopy(G), copy.deepcopy(D)
     out = began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(k), gamma=0.5,
-                     lambda_k=0.01)
-    ref = reference_step(Gr, Dr, x, z_d, z_g, k, gamma=0.5, lambda_k=0.01)
+                     lambda_k=0.01, cs_alpha=cs_alpha)
+    ref = reference_step(Gr, Dr, x, z_d, z_g, k, gamma=0.5, lambda_k=0.01, cs_alpha=cs_alpha)
+    assert (out.loss_cs.item() > 0) == (cs_alpha > 0)
     got = (out.loss_real.item(), out.loss_fake.item(), out.loss_d.item(), out.k.item(),
            out.m_global.item())
     assert got == pytest.approx(ref, rel=1e-6, abs=1e-7)
@@ -59,18 +62,18 @@ def test_step_matches_reference(k):
 
 def test_losses_are_taken_before_the_update():
     G, D, x, z_d, z_g = setup(1)
-    before = recon_loss(D, x).item()
+    before = recon_loss(D, x)[0].item()
     out = began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(0.0), gamma=0.5,
                      lambda_k=0.001)
     assert out.loss_real.item() == pytest.approx(before, rel=1e-6)
-    assert recon_loss(D, x).item() != pytest.approx(before, rel=1e-6)  # D did move
+    assert recon_loss(D, x)[0].item() != pytest.approx(before, rel=1e-6)  # D did move
 
 
 def test_with_k_zero_fakes_do_not_move_d():
     G, D, x, z_d, z_g = setup(2)
     D_only = copy.deepcopy(D)
     opt = adam(D_only)
-    recon_loss(D_only, x).backward()
+    recon_loss(D_only, x)[0].backward()
     opt.step()
     began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(0.0), gamma=0.5,
                lambda_k=0.001)
@@ -93,4 +96,4 @@ def test_shared_z_equals_separate_z_with_the_same_draw():
 def test_eta_two_squares_the_error():
     G, D, x, *_ = setup(4)
     e = (D(x) - x).abs()
-    assert recon_loss(D, x, eta=2).item() == pytest.approx((e * e).mean().item(), rel=1e-6)
+    assert recon_loss(D, x, eta=2)[0].item() == pytest.approx((e * e).mean().item(), rel=1e-6)

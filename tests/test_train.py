@@ -201,8 +201,11 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
 def test_bad_flag_values_are_usage_errors(tmp_path, capsys):
     assert train(tmp_path, tmp_path / "run", "--resolution", "48", "--dry-run") == 2
     assert train(tmp_path, tmp_path / "run", "--preset", "huge", "--dry-run") == 2
+    assert train(tmp_path, tmp_path / "run", "--cs-alpha", "0.1", "--z-dim", "16",
+                 "--dry-run") == 2
     err = capsys.readouterr().err
     assert "resolution must be a power of two" in err and "unknown preset 'huge'" in err
+    assert "cs_alpha > 0 needs h_dim == z_dim (got 64 and 16)" in err
 
 
 def python_without_torch(code: str) -> subprocess.CompletedProcess:

@@ -32,6 +32,9 @@ class TrainConfig:
     k_init: float = opt(0.0, "k_0")
     k_max: float = opt(1.0, "upper clip of k_t (the paper clips to [0, 1])")
     eta: int = opt(1, "L(v) = mean |v - D(v)|^eta; the paper uses 1")
+    cs_alpha: float = opt(0.0, "BEGAN-CS latent constraint weight: D also minimises "
+                               "alpha*||z - Enc(G(z))||, so its encoder inverts G (needs "
+                               "h_dim == z_dim; 0 = the plain paper)")
     z_shared: bool = opt(False, "one z for D's fake term and G's loss (the paper draws z_D "
                                 "and z_G apart)")
     # --- optimisation ----------------------------------------------------------
@@ -78,6 +81,10 @@ class TrainConfig:
         check(0.0 <= self.k_max <= 1.0, f"k_max must be in [0, 1], got {self.k_max}")
         check(0.0 <= self.k_init <= self.k_max, f"k_init must be in [0, k_max], got {self.k_init}")
         check(self.eta in (1, 2), f"eta must be 1 or 2, got {self.eta}")
+        check(self.cs_alpha >= 0, f"cs_alpha must be >= 0, got {self.cs_alpha}")
+        check(self.cs_alpha == 0 or self.model.h_dim == self.model.z_dim,
+              f"cs_alpha > 0 needs h_dim == z_dim (got {self.model.h_dim} and "
+              f"{self.model.z_dim})")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0")
         check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "Adam betas must be in [0, 1)")

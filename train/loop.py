@@ -42,7 +42,7 @@ from .interrupt import StopRequest
 from .progress import Reporter
 from .step import began_step
 
-STAT_KEYS = ("loss_real", "loss_fake", "loss_d", "m_global")
+STAT_KEYS = ("loss_real", "loss_fake", "loss_d", "loss_cs", "m_global")
 
 
 class Interrupted(Exception):
@@ -269,9 +269,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                 z_d = z_g if cfg.z_shared else _uniform(cfg.batch_size, cfg.model.z_dim, gen, dev)
                 out = began_step(G, D, opt_g, opt_d, x, z_d, z_g, k, gamma=cfg.gamma,
                                  lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
-                                 z_shared=cfg.z_shared)
+                                 z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha)
                 k = out.k
-                log_meter.add(out.loss_real, out.loss_fake, out.loss_d, out.m_global)
+                log_meter.add(out.loss_real, out.loss_fake, out.loss_d, out.loss_cs, out.m_global)
                 window_meter.add(out.m_global)
                 step += 1
 
