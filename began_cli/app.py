@@ -20,7 +20,7 @@ VERBOSITY = {"level": 0}
 def make_app():
     import typer
 
-    from .commands import train
+    from .commands import export, train
 
     app = typer.Typer(
         name="began",
@@ -43,6 +43,7 @@ def make_app():
             raise typer.Exit()
 
     app.command("train", no_args_is_help=True)(train.train)
+    app.command("export", no_args_is_help=True)(export.export)
     return app
 
 

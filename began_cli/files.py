@@ -13,12 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def new_file_mode() -> int:
+    """The mode a plainly created file would get (mkstemp's own 0600 is too private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
+    os.chmod(tmp, new_file_mode())
     try:
         yield Path(tmp)
         if fsync:

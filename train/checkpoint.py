@@ -17,13 +17,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from began.files import atomic_path
 
 FORMAT = "began-train-state"
 VERSION = "1"
@@ -67,16 +68,8 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     meta = {"format": FORMAT, "version": VERSION, "state": state_json,
             "sha256": _digest(state_json, tensors)}
     final = ckpt_dir / checkpoint_name(step)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=ckpt_dir)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(final) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     fsync_dir(ckpt_dir)
     return final
 

@@ -1,0 +1,60 @@
+"""`began export RUN_DIR --out MODEL_DIR`: a training run -> an ONNX model bundle."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import BeganError
+from .train import TORCH_HINT
+
+
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A `began train` run folder."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="MODEL_DIR",
+                             help="Bundle folder to write (written whole, or not at all)."),
+    step: Optional[int] = typer.Option(None, metavar="N",
+                                       help="Checkpoint step to export [default: the newest]."),
+    encoder: str = typer.Option("auto", metavar="auto|fit|d",
+                                help="Inversion encoder: fit one with G frozen, or D's own "
+                                     "(runs trained with --cs-alpha); auto picks d for "
+                                     "BEGAN-CS runs, fit otherwise."),
+    fit_steps: int = typer.Option(2000, min=1, metavar="N",
+                                  help="Steps of the encoder fit (batch 64)."),
+    data: Optional[Path] = typer.Option(None, metavar="DIR",
+                                        help="Training images for the encoder fit and its "
+                                             "held-out PSNR [default: the run's data folder]."),
+    device: str = typer.Option("auto", envvar="BEGAN_DEVICE", metavar="auto|cpu|cuda[:N]",
+                               help="Where to fit the encoder."),
+    fp16: bool = typer.Option(True, "--fp16/--no-fp16",
+                              help="Also write half-precision graphs for the GPU."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing MODEL_DIR."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
+) -> None:
+    """Export a training run to a bundle of ONNX graphs the torch-free CLI can use."""
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise BeganError(f"export needs PyTorch and onnx ({e.name} is not installed)",
+                         TORCH_HINT) from None
+    from began.export.bundle import export_run
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr)
+
+    manifest = export_run(run_dir, out, step=step, encoder=encoder, fit_steps=fit_steps,
+                          device=device, data_dir=None if data is None else str(data),
+                          fp16=fp16, overwrite=overwrite, log=log)
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    log(f"wrote {out}: {len(manifest['files'])} graphs, {size / 1e6:.1f} MB, "
+        f"step {manifest['training']['step']}")
+    if as_json:
+        json.dump(manifest, sys.stdout)
+        print()

@@ -1,0 +1,162 @@
+"""`began export`: a training run -> a self-contained model bundle (see began/bundle.py).
+
+    began export runs/emoji64 --out models/emoji64            # newest checkpoint
+    began export runs/emoji64 --step 50000 --out models/e50k
+
+The bundle is built in a temp folder beside --out and renamed into place only
+when every graph has passed onnx.checker and matched PyTorch on onnxruntime,
+so a failed or interrupted export never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from began import __version__
+from began.bundle import FORMAT, FORMAT_VERSION, MANIFEST, graph_file, sha256_file
+from began.errors import BeganError, UsageError
+from began.files import write_text
+from began.train.data import Preprocess, load_image_folder
+from began.train.loop import resolve_device
+
+from .encoder_fit import fit_encoder, held_out_split, init_from_d, inversion_metrics, to_float
+from .graphs import (FP32_TOLERANCE, GRAPH_IO, OPSET, export_graph, graph_modules,
+                     metadata_props, parity)
+from .runs import RunSnapshot, load_run
+
+FP16_GRAPHS = ("generator", "encoder", "autoencoder", "decoder")
+
+
+def _real_images(snap: RunSnapshot, data_dir: str | None, log: Callable[[str], None]
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(uint8 images for the encoder fit, float held-out images), or Nones without data."""
+    cfg = snap.cfg
+    folder = data_dir or cfg.data_dir
+    pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
+                     resample=cfg.resample)
+    try:
+        images = load_image_folder(folder, pre, progress=False).images
+    except (OSError, ValueError) as e:
+        log(f"warning: no training images for the encoder ({e}); fitting on generated "
+            "images only and not measuring PSNR on real ones (pass --data DIR)")
+        return None, None
+    fit_idx, held_idx = held_out_split(len(images), seed=cfg.seed)
+    fit = torch.from_numpy(np.array(images[fit_idx])) if len(fit_idx) else None
+    held = to_float(torch.from_numpy(np.array(images[held_idx]))) if len(held_idx) else None
+    return fit, held
+
+
+def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str, Any]:
+    cfg, stats, data = snap.cfg, snap.stats or {}, snap.data or {}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "began_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "model": cfg.model.to_dict(),
+        "image": {"channels": 3, "layout": "NCHW", "color": "RGB", "value_range": [-1.0, 1.0],
+                  "to_pixels": "uint8 = clip(round((x + 1) * 127.5), 0, 255)",
+                  "from_pixels": "x = uint8 / 127.5 - 1"},
+        "z": {"dim": cfg.model.z_dim, "distribution": "uniform", "range": [-1.0, 1.0]},
+        "training": {
+            "run": snap.run_dir.name, "step": snap.step, "steps_planned": cfg.steps,
+            "gamma": cfg.gamma, "lambda_k": cfg.lambda_k, "k": snap.k,
+            "m_global": stats.get("m_global"), "loss_real": stats.get("loss_real"),
+            "loss_fake": stats.get("loss_fake"), "stats_step": stats.get("step"),
+            "lr_g": stats.get("lr_g"), "lr_d": stats.get("lr_d"), "cs_alpha": cfg.cs_alpha,
+            "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "data": {"folder": Path(cfg.data_dir).name, "images": data.get("count"),
+                     "skipped": data.get("n_skipped"), "resolution": cfg.model.resolution,
+                     "crop": cfg.crop, "background": cfg.background, "resample": cfg.resample},
+        },
+        "encoder": encoder_info,
+        "opset": OPSET,
+        "graphs": {g: {"inputs": i, "outputs": o} for g, (i, o) in GRAPH_IO.items()},
+    }
+
+
+def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
+               encoder: str = "auto", fit_steps: int = 2000, device: str = "auto",
+               data_dir: str | None = None, fp16: bool = True, overwrite: bool = False,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write the bundle for `run_dir` at `out`; returns its manifest."""
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise BeganError(f"{out} already exists", "pass --overwrite to replace it, or another --out")
+    if encoder not in ("auto", "fit", "d"):
+        raise UsageError(f"unknown encoder {encoder!r}", "use auto, fit or d")
+    snap = load_run(run_dir, step)
+    cfg = snap.cfg
+    kind = encoder if encoder != "auto" else ("d" if cfg.cs_alpha > 0 else "fit")
+    if kind == "d" and cfg.model.h_dim != cfg.model.z_dim:
+        raise UsageError(f"D's encoder gives N_h = {cfg.model.h_dim} values, G takes N_z = "
+                         f"{cfg.model.z_dim}", "use --encoder fit")
+    dev = resolve_device(device)
+    G, D = snap.G.to(dev), snap.D.to(dev)
+    log(f"exporting {snap.checkpoint} (step {snap.step}) on {dev}")
+
+    real_fit, real_held = _real_images(snap, data_dir, log)
+    if kind == "d":
+        enc = init_from_d(cfg.model, D).to(dev).eval()
+        info: dict[str, Any] = {"kind": "d", "about": "D's encoder, trained with the BEGAN-CS "
+                                                      "latent constraint"}
+    else:
+        if fit_steps < 1:
+            raise UsageError("--fit-steps must be >= 1 for a fitted encoder")
+        enc = fit_encoder(G, D, None if real_fit is None else real_fit.to(dev), fit_steps,
+                          seed=cfg.seed, log=log)
+        info = {"kind": "fit", "fit_steps": fit_steps, "about": "a copy of D's encoder trained "
+                "with G frozen on |Enc(G(z)) - z| + |G(Enc(x)) - x|"}
+    info["metrics"] = inversion_metrics(enc, G, real_held)
+    if kind == "fit" and cfg.model.h_dim == cfg.model.z_dim:  # what D's own encoder would give
+        info["d_encoder_baseline"] = inversion_metrics(D.encoder, G, real_held)
+    m = info["metrics"]
+    log(f"encoder ({kind}): |Enc(G(z)) - z| {m['z_l1']:.4f}, PSNR G(Enc(G(z))) "
+        f"{m['psnr_fake']:.2f} dB" + (f", PSNR G(Enc(x)) on {m['n_real']} held-out real images "
+                                      f"{m['psnr_real']:.2f} dB" if "psnr_real" in m else ""))
+
+    G, D, enc = G.cpu(), D.cpu(), enc.cpu()
+    core = _manifest_core(snap, info)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        files: dict[str, Any] = {}
+        for graph, module in graph_modules(G, D, enc).items():
+            for precision in ("fp32", "fp16") if fp16 and graph in FP16_GRAPHS else ("fp32",):
+                name = graph_file(graph, precision)
+                path = tmp / name
+                half = precision == "fp16"
+                export_graph(module, graph, cfg.model, path,
+                             metadata_props(core, graph, precision), half=half)
+                err = parity(module, graph, cfg.model, path, half=half)
+                if not half and not err <= FP32_TOLERANCE:
+                    raise BeganError(f"{name} differs from PyTorch by {err:.2e} on "
+                                     f"onnxruntime (limit {FP32_TOLERANCE:g})",
+                                     "this is a bug in began export; please report it")
+                inputs, outputs = GRAPH_IO[graph]
+                files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
+                               "graph": graph, "precision": precision, "inputs": inputs,
+                               "outputs": outputs, "max_abs_diff_vs_torch": err}
+                log(f"  {name}: {path.stat().st_size / 1e6:.2f} MB, max |ort - torch| {err:.1e}")
+        manifest = {**core, "files": files}
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        if out.exists():  # --overwrite: swap, so a reader sees the old or the new bundle
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,118 @@
+"""An encoder that inverts the generator: Enc(G(z)) ~ z.
+
+D's encoder maps images into D's own latent space, which G does not share, so a
+plain BEGAN cannot invert G with it. Two ways to get one:
+
+- BEGAN-CS training (`began train --cs-alpha A`): D's encoder is trained to
+  send G(z) back to z, and is used as is.
+- A post-hoc fit, for any run: a copy of D's encoder (its FC re-initialised when
+  N_h != N_z) trained with G frozen on
+      |Enc(G(z)) - z|  +  w * |G(Enc(x)) - x|        (z ~ U[-1,1], x real)
+  The first term is the inversion itself; the second keeps real images, which
+  are not exactly in G's range, mapped to a z whose image is close.
+
+`inversion_metrics` measures either one the same way: z-recovery error on
+generated images, and PSNR of G(Enc(x)) on real images held out of the fit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from began.models import Discriminator, Encoder, Generator, ModelConfig
+
+
+def held_out_split(n: int, seed: int = 0, fraction: float = 0.1, cap: int = 512
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, held-out indices): a fixed, seeded split of n images."""
+    perm = np.random.default_rng(seed).permutation(n)
+    k = min(cap, max(1, int(n * fraction))) if n > 1 else 0
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2, as on 0..255)."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def inversion_metrics(encode: Callable[[torch.Tensor], torch.Tensor], G: Generator,
+                      real: torch.Tensor | None, n_fake: int = 1024, seed: int = 1,
+                      batch: int = 256) -> dict[str, float]:
+    """z_l1: mean |clip(Enc(G(z))) - z| (guessing z = 0 scores 0.5);
+    psnr_fake: G(Enc(G(z))) vs G(z); psnr_real: G(Enc(x)) vs x (held-out x)."""
+    dev = next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    z_err, p_fake, p_real = [], [], []
+    for i in range(0, n_fake, batch):
+        z = (torch.rand(min(batch, n_fake - i), G.cfg.z_dim, generator=g) * 2 - 1).to(dev)
+        x = G(z)
+        zh = encode(x).clamp(-1, 1)
+        z_err.append((zh - z).abs().mean(1))
+        p_fake.append(psnr(G(zh), x))
+    out = {"z_l1": float(torch.cat(z_err).mean()), "psnr_fake": float(torch.cat(p_fake).mean())}
+    if real is not None and len(real):
+        for i in range(0, len(real), batch):
+            x = real[i:i + batch].to(dev)
+            p_real.append(psnr(G(encode(x).clamp(-1, 1)), x))
+        out["psnr_real"] = float(torch.cat(p_real).mean())
+        out["n_real"] = len(real)
+    out["n_fake"] = n_fake
+    return out
+
+
+def init_from_d(cfg: ModelConfig, D: Discriminator) -> Encoder:
+    """An encoder to z with D's encoder weights (all of them when N_h == N_z)."""
+    enc = Encoder(cfg, out_dim=cfg.z_dim)
+    state = {k: v for k, v in D.encoder.state_dict().items()
+             if not (k.startswith("fc.") and cfg.h_dim != cfg.z_dim)}
+    enc.load_state_dict(state, strict=False)
+    enc.set_carry(float(D.encoder.carry))
+    return enc
+
+
+def fit_encoder(G: Generator, D: Discriminator, real: torch.Tensor | None, steps: int,
+                batch_size: int = 64, lr: float = 2e-4, real_weight: float = 1.0,
+                seed: int = 0, log: Callable[[str], None] = print,
+                log_every: int = 500) -> Encoder:
+    """Train an inversion encoder with G frozen; `real` is uint8 NHWC (any device)."""
+    dev = next(G.parameters()).device
+    cfg = G.cfg
+    torch.manual_seed(seed)
+    enc = init_from_d(cfg, D).to(dev).train()
+    for p in G.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.9, 0.999))
+    g = torch.Generator(dev).manual_seed(seed)
+    for step in range(1, steps + 1):
+        z = torch.rand(batch_size, cfg.z_dim, generator=g, device=dev) * 2 - 1
+        with torch.no_grad():
+            fake = G(z)
+        terms = {"|Enc(G(z)) - z|": (enc(fake) - z).abs().mean()}
+        if real is not None and real_weight > 0:
+            idx = torch.randint(len(real), (batch_size,), generator=g, device=dev)
+            x = to_float(real[idx.to(real.device)].to(dev))
+            terms["|G(Enc(x)) - x|"] = (G(enc(x).clamp(-1, 1)) - x).abs().mean()
+        loss = sum(w * t for w, t in zip((1.0, real_weight), terms.values()))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == steps:  # the only host syncs of the fit
+            values = {name: t.item() for name, t in terms.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"the encoder fit diverged at step {step}: {values}")
+            log(f"encoder fit {step}/{steps}: "
+                + ", ".join(f"{name} {v:.4f}" for name, v in values.items()))
+    for p in G.parameters():
+        p.requires_grad_(True)
+    return enc.eval()

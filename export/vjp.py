@@ -1,0 +1,83 @@
+"""The generator's L1 inversion loss and its gradient w.r.t. z, as plain ops.
+
+The paper inverts an image by running Adam on z to minimise |x - G(z)|. The
+torch-free CLI runs on onnxruntime, which has no autograd, so this module
+writes the backward pass of G by hand (linear, 3x3 convs, ELU, nearest
+upsampling, skip concatenations, vanishing-residual mixing) with ops ONNX has:
+conv -> conv_transpose, ELU' = where(a > 0, 1, exp(a)), nearest x2 upsampling ->
+2x2 sum pooling. Tests hold it to torch.autograd on every architecture option.
+
+    loss[b] = mean_{c,y,x} |G(z)[b] - target[b]|          (one value per image)
+    grad[b] = d loss[b] / d z[b]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from began.models import Generator
+
+
+def _sum_pool(g: torch.Tensor, k: int) -> torch.Tensor:
+    """Adjoint of nearest-neighbour upsampling by k: sum each k x k block."""
+    return F.avg_pool2d(g, k) * float(k * k) if k > 1 else g
+
+
+def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Adjoint of a stride-1, padding-1 3x3 convolution w.r.t. its input."""
+    return F.conv_transpose2d(g, conv.weight, stride=1, padding=1)
+
+
+class GeneratorL1Grad(nn.Module):
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        G, cfg = self.G, self.G.cfg
+        n = cfg.n
+        carry = G.carry if cfg.vanishing_residual else None
+
+        # Forward, keeping each conv's pre-activation and each stack's input.
+        h0 = G.fc(z).view(-1, n, 8, 8)
+        x = h0
+        tape = []  # per stack: list of (conv, pre-activation, mixed?)
+        for i, stack in enumerate(G.stacks):
+            if i > 0:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+                if cfg.skip:
+                    x = torch.cat([x, F.interpolate(h0, scale_factor=float(2**i),
+                                                    mode="nearest")], dim=1)
+            layers = []
+            for conv, mix in zip(stack.convs, stack.mix):
+                a = conv(x)
+                y = F.elu(a)
+                mixed = mix and carry is not None
+                x = carry * x + (1 - carry) * y if mixed else y
+                layers.append((conv, a, mixed))
+            tape.append(layers)
+        out = G.out(x)
+
+        diff = out - target
+        per_image = diff[0].numel()
+        loss = diff.abs().flatten(1).mean(1)
+
+        # Backward.
+        g = torch.sign(diff) / per_image
+        g = _conv_input_grad(g, G.out)
+        g_h0 = torch.zeros_like(h0)
+        for i in reversed(range(len(tape))):
+            for conv, a, mixed in reversed(tape[i]):
+                g_a = g * torch.where(a > 0, torch.ones_like(a), torch.exp(a))
+                g_in = _conv_input_grad(g_a, conv)
+                g = carry * g + (1 - carry) * g_in if mixed else g_in
+            if i > 0:
+                if cfg.skip:
+                    g, g_skip = g[:, :n], g[:, n:]
+                    g_h0 = g_h0 + _sum_pool(g_skip, 2**i)
+                g = _sum_pool(g, 2)
+        g_h0 = g_h0 + g
+        grad = g_h0.flatten(1) @ G.fc.weight  # adjoint of the linear layer
+        return loss, grad
