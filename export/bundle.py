@@ -90,7 +90,8 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
     """Write the bundle for `run_dir` at `out`; returns its manifest."""
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise BeganError(f"{out} already exists", "pass --overwrite to replace it, or another --out")
+        raise BeganError(f"{out} already exists",
+                         "pass --overwrite to replace it, or another --out")
     if encoder not in ("auto", "fit", "d"):
         raise UsageError(f"unknown encoder {encoder!r}", "use auto, fit or d")
     snap = load_run(run_dir, step)
