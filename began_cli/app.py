@@ -20,7 +20,7 @@ VERBOSITY = {"level": 0}
 def make_app():
     import typer
 
-    from .commands import export, train
+    from .commands import export, info, interpolate, invert, sample, score, train
 
     app = typer.Typer(
         name="began",
@@ -42,6 +42,11 @@ def make_app():
             print(f"began {__version__}")
             raise typer.Exit()
 
+    app.command("sample")(sample.sample)
+    app.command("interpolate")(interpolate.interpolate)
+    app.command("invert", no_args_is_help=True)(invert.invert)
+    app.command("score", no_args_is_help=True)(score.score)
+    app.command("info")(info.info)
     app.command("train", no_args_is_help=True)(train.train)
     app.command("export", no_args_is_help=True)(export.export)
     return app

@@ -54,3 +54,26 @@ def image_folder(tmp_path_factory) -> Path:
     else:
         draw_images(folder, 48)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(image_folder, tmp_path_factory) -> Path:
+    """A 16x16 model trained for 20 steps on the CPU (checkpoints at 10 and 20)."""
+    from began.app import run
+
+    out = tmp_path_factory.mktemp("run")
+    assert run(["train", str(image_folder), "--out", str(out), "--preset", "smoke", "--device",
+                "cpu", "--steps", "20", "--ckpt-every", "10", "--log-every", "5", "--skip",
+                "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """`began export` of tiny_run, fp32 and fp16 graphs."""
+    from began.app import run
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    assert run(["export", str(tiny_run), "--out", str(out), "--fit-steps", "30",
+                "--device", "cpu", "-q"]) == 0
+    return out

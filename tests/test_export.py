@@ -22,21 +22,14 @@ EXPECTED = {"manifest.json", "generator.onnx", "generator.fp16.onnx", "encoder.o
             "decoder.fp16.onnx", "invert_grad.onnx"}
 
 
-@pytest.fixture(scope="module")
-def trained(image_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert run(["train", str(image_folder), "--out", str(out), "--preset", "smoke", "--device",
-                "cpu", "--steps", "20", "--ckpt-every", "10", "--log-every", "5",
-                "--skip", "--no-progress"]) == 0
-    return out
+@pytest.fixture
+def trained(tiny_run):
+    return tiny_run
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(trained, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    assert run(["export", str(trained), "--out", str(out), "--fit-steps", "30",
-                "--device", "cpu", "-q"]) == 0
-    return out
+@pytest.fixture
+def bundle_dir(tiny_bundle):
+    return tiny_bundle
 
 
 def session(path):

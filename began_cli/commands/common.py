@@ -1,0 +1,41 @@
+"""Options every model command shares, declared once (with their env vars)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelOpt = Annotated[Optional[Path], typer.Option(
+    "--model", "-m", envvar="BEGAN_MODEL", metavar="DIR", show_default=False,
+    help="Model bundle from `began export` [default: the embedded model].")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", envvar="BEGAN_DEVICE", metavar="auto|cuda|cpu",
+    help="onnxruntime provider; auto says on stderr which one runs.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", metavar="auto|fp32|fp16", help="auto: fp16 graphs on CUDA, fp32 on the CPU.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="One JSON object per output on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
+SkipOpt = Annotated[bool, typer.Option(
+    "--skip-existing", help="Keep existing files and write only the missing ones.")]
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1, metavar="N", show_default=False,
+    help="Images per onnxruntime call [default: 1024 on CUDA, 64 on the CPU].")]
+
+
+def open_model(model, device: str, precision: str, out):
+    """Load and verify the bundle; say which provider runs (on stderr)."""
+    from began.model import Model
+
+    m = Model.open(model, device=device, precision=precision)
+    if device == "auto":
+        p = m.provider
+        out.say(f"provider: {p.name}" + (f" ({p.reason})" if p.kind == "cpu" else ""))
+    return m
+
+
+def batch_size(value, model) -> int:
+    return value or (1024 if model.provider.kind == "cuda" else 64)

@@ -1,0 +1,73 @@
+"""`began info`: what a model is, its files, and which provider would run it and why."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..bundle import load_bundle
+from ..model import model_dir
+from ..runtime import cuda_status, resolve
+from .common import DeviceOpt, JsonOpt, ModelOpt
+
+
+def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = False) -> None:
+    """Show the model's manifest, its files, and the onnxruntime provider that would run."""
+    import onnxruntime as ort
+
+    b = load_bundle(model_dir(model))
+    provider = resolve(device)
+    ok, cuda_reason, missing = cuda_status()
+    m = b.manifest
+    report = {
+        "model": str(b.root),
+        "format_version": m["format_version"],
+        "began_version": m.get("began_version"),
+        "resolution": b.resolution, "z_dim": b.z_dim, "h_dim": b.h_dim,
+        "architecture": m["model"],
+        "training": m.get("training", {}),
+        "encoder": m.get("encoder", {}),
+        "files": {name: {k: f[k] for k in ("bytes", "precision", "sha256")}
+                  for name, f in m["files"].items()},
+        "files_verified": True,
+        "onnxruntime": ort.__version__,
+        "available_providers": ort.get_available_providers(),
+        "provider": provider.name, "provider_reason": provider.reason,
+        "cuda": {"usable": ok, "reason": cuda_reason, "missing_libraries": list(missing)},
+    }
+    if as_json:
+        json.dump(report, sys.stdout)
+        print()
+        return
+    _print(report)
+
+
+def _print(r: dict) -> None:
+    t, e = r["training"], r["encoder"]
+    data = t.get("data", {})
+    lines = [
+        f"model      {r['model']}  (format {r['format_version']}, began {r['began_version']})",
+        f"shape      {r['resolution']}x{r['resolution']} RGB, N_z {r['z_dim']}, N_h {r['h_dim']}, "
+        f"n {r['architecture']['n']}" + (", skip" if r["architecture"].get("skip") else ""),
+        f"training   step {t.get('step')}, gamma {t.get('gamma')}, k_t {_f(t.get('k'))}, "
+        f"M_global {_f(t.get('m_global'))}",
+        f"data       {data.get('images')} images from '{data.get('folder')}' "
+        f"({data.get('crop')}, background {data.get('background')})",
+        f"encoder    {e.get('kind')}: |Enc(G(z)) - z| {_f(e.get('metrics', {}).get('z_l1'))}, "
+        f"PSNR G(Enc(x)) {_f(e.get('metrics', {}).get('psnr_real'), 2)} dB",
+        "files      (sha256 verified)",
+    ]
+    lines += [f"  {name:<24} {f['bytes'] / 1e6:7.2f} MB  {f['precision']}"
+              for name, f in r["files"].items()]
+    lines += [f"runtime    onnxruntime {r['onnxruntime']}; providers "
+              f"{', '.join(r['available_providers'])}",
+              f"provider   {r['provider']}: {r['provider_reason']}"]
+    if r["cuda"]["missing_libraries"]:
+        lines.append(f"cuda       missing: {', '.join(r['cuda']['missing_libraries'])} "
+                     "(pip install 'began[cuda]')")
+    # The report is the command's output: stdout, so `began info | less` works.
+    print("\n".join(lines))
+
+
+def _f(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"

@@ -1,0 +1,113 @@
+"""A loaded model bundle with lazily created onnxruntime sessions.
+
+    m = Model.open(None, device="auto")        # the embedded default model
+    images = m.generate(z)                     # (B, 3, R, R) float32 in about [-1, 1]
+
+Which model: --model DIR, else $BEGAN_MODEL, else the model shipped inside the
+package. Inputs and outputs are float32 numpy arrays whatever the graph's
+precision: fp16 graphs are used on CUDA when the bundle has them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle, BundleError, load_bundle
+from .errors import BeganError
+from .runtime import Provider, resolve, session
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+
+
+def model_dir(spec: str | Path | None) -> Path:
+    if spec:
+        return Path(spec)
+    env = os.environ.get("BEGAN_MODEL")
+    return Path(env) if env else DEFAULT_MODEL
+
+
+class Model:
+    def __init__(self, bundle: Bundle, provider: Provider, precision: str = "auto"):
+        if precision not in ("auto", "fp32", "fp16"):
+            raise BundleError(f"unknown precision {precision!r}", "use auto, fp32 or fp16")
+        self.bundle = bundle
+        self.provider = provider
+        self.precision = precision
+        self._sessions: dict[str, object] = {}
+
+    @classmethod
+    def open(cls, spec: str | Path | None, device: str = "auto", precision: str = "auto"
+             ) -> "Model":
+        root = model_dir(spec)
+        if spec is None and root == DEFAULT_MODEL and not root.exists():
+            raise BundleError("this installation has no embedded default model",
+                              "pass --model DIR (a folder from `began export`)")
+        return cls(load_bundle(root), resolve(device), precision)
+
+    @property
+    def resolution(self) -> int:
+        return self.bundle.resolution
+
+    @property
+    def z_dim(self) -> int:
+        return self.bundle.z_dim
+
+    def graph_precision(self, graph: str) -> str:
+        """fp16 on CUDA when the bundle has it (or when asked for); fp32 otherwise."""
+        if self.precision == "fp16" or (self.precision == "auto" and self.provider.kind == "cuda"):
+            if self.bundle.has(graph, "fp16"):
+                return "fp16"
+            if self.precision == "fp16":
+                raise BundleError(f"the model has no fp16 {graph}",
+                                  "use --precision fp32, or re-export without --no-fp16")
+        return "fp32"
+
+    def _session(self, graph: str):
+        if graph not in self._sessions:
+            try:
+                s = session(self.bundle.path(graph, self.graph_precision(graph)), self.provider)
+            except BeganError as e:
+                if not (self.provider.auto and self.provider.kind == "cuda"):
+                    raise
+                # --device auto: CUDA looked usable but this graph did not land there.
+                self.provider = Provider("cpu", reason=f"CUDA not used: {e.message}", auto=True)
+                self._sessions.clear()
+                s = session(self.bundle.path(graph, self.graph_precision(graph)), self.provider)
+            self._sessions[graph] = s
+        return self._sessions[graph]
+
+    def run(self, graph: str, *inputs: np.ndarray) -> list[np.ndarray]:
+        """One call of a graph on a batch; float32 in, float32 out."""
+        s = self._session(graph)
+        dtype = np.float16 if self.graph_precision(graph) == "fp16" else np.float32
+        feed = {i.name: np.ascontiguousarray(x, dtype=dtype)
+                for i, x in zip(s.get_inputs(), inputs)}
+        return [np.asarray(o, dtype=np.float32) for o in s.run(None, feed)]
+
+    def batches(self, graph: str, *inputs: np.ndarray, batch_size: int = 256
+                ) -> Iterator[list[np.ndarray]]:
+        n = len(inputs[0])
+        for i in range(0, n, batch_size):
+            yield self.run(graph, *(x[i:i + batch_size] for x in inputs))
+
+    def _all(self, graph: str, *inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        parts = list(self.batches(graph, *inputs, batch_size=batch_size))
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return self._all("generator", z, batch_size=batch_size)[0]
+
+    def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return self._all("encoder", images, batch_size=batch_size)[0]
+
+    def autoencode(self, images: np.ndarray, batch_size: int = 256
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        recon, h = self._all("autoencoder", images, batch_size=batch_size)
+        return recon, h
+
+    def decode(self, h: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return self._all("decoder", h, batch_size=batch_size)[0]
