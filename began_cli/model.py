@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
-from .errors import BeganError
+from .errors import BeganError, UsageError
 from .runtime import Provider, resolve, session
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
@@ -30,10 +30,19 @@ def model_dir(spec: str | Path | None) -> Path:
     return Path(env) if env else DEFAULT_MODEL
 
 
+def open_bundle(spec: str | Path | None) -> Bundle:
+    """The verified bundle for --model / $BEGAN_MODEL / the embedded default."""
+    root = model_dir(spec)
+    if root == DEFAULT_MODEL and not (root / "manifest.json").exists():
+        raise BundleError("this installation has no embedded default model",
+                          "pass --model DIR (a folder from `began export`)")
+    return load_bundle(root)
+
+
 class Model:
     def __init__(self, bundle: Bundle, provider: Provider, precision: str = "auto"):
         if precision not in ("auto", "fp32", "fp16"):
-            raise BundleError(f"unknown precision {precision!r}", "use auto, fp32 or fp16")
+            raise UsageError(f"unknown precision {precision!r}", "use auto, fp32 or fp16")
         self.bundle = bundle
         self.provider = provider
         self.precision = precision
@@ -42,11 +51,7 @@ class Model:
     @classmethod
     def open(cls, spec: str | Path | None, device: str = "auto", precision: str = "auto"
              ) -> "Model":
-        root = model_dir(spec)
-        if spec is None and root == DEFAULT_MODEL and not root.exists():
-            raise BundleError("this installation has no embedded default model",
-                              "pass --model DIR (a folder from `began export`)")
-        return cls(load_bundle(root), resolve(device), precision)
+        return cls(open_bundle(spec), resolve(device), precision)
 
     @property
     def resolution(self) -> int:

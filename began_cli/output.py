@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BeganError, UsageError
-from .files import atomic_path
+from . import files
 
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 FORMATS = ("png", "jpg", "webp", "npy")
@@ -116,8 +116,7 @@ def write_bytes(path: Path, data: bytes) -> None:
         sys.stdout.flush()
         return
     try:
-        with atomic_path(path, fsync=False) as tmp:
-            tmp.write_bytes(data)
+        files.write_bytes(path, data, fsync=False)
     except OSError as e:
         raise BeganError(f"cannot write {path} ({e.strerror or e})",
                          "check that the folder exists and is writable") from None

@@ -123,6 +123,9 @@ def session(path: Path, provider: Provider):
     ort = _ort()
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
+    # Idle onnxruntime threads must not spin: `sample --outdir` encodes and writes in
+    # other threads while the next batch runs, and spinning would starve them.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         s = ort.InferenceSession(str(path), opts, providers=provider.options())
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types

@@ -35,9 +35,10 @@ def parse_seeds(spec: str) -> list[int]:
 
 def seed_range(n: int, start: int) -> list[int]:
     if n < 1:
-        raise UsageError(f"-n must be at least 1, got {n}")
+        raise UsageError(f"-n must be at least 1, got {n}", "e.g. -n 64")
     if not 0 <= start <= MAX_SEED - (n - 1):
-        raise UsageError(f"--seed {start} with -n {n} runs past {MAX_SEED}")
+        raise UsageError(f"--seed {start} with -n {n} runs past {MAX_SEED}",
+                         f"seeds are 0..{MAX_SEED}: lower --seed or -n")
     return list(range(start, start + n))
 
 

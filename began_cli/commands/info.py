@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ..bundle import load_bundle
-from ..model import model_dir
+from ..errors import BeganError
+from ..model import open_bundle
 from ..runtime import cuda_status, resolve
 from .common import DeviceOpt, JsonOpt, ModelOpt
 
@@ -15,9 +15,13 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = 
     """Show the model's manifest, its files, and the onnxruntime provider that would run."""
     import onnxruntime as ort
 
-    b = load_bundle(model_dir(model))
-    provider = resolve(device)
+    b = open_bundle(model)
     ok, cuda_reason, missing = cuda_status()
+    try:
+        provider = resolve(device)
+        name, why = provider.name, provider.reason
+    except BeganError as e:  # info reports; it does not fail on --device cuda
+        name, why = "none", e.message
     m = b.manifest
     report = {
         "model": str(b.root),
@@ -32,7 +36,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = 
         "files_verified": True,
         "onnxruntime": ort.__version__,
         "available_providers": ort.get_available_providers(),
-        "provider": provider.name, "provider_reason": provider.reason,
+        "provider": name, "provider_reason": why,
         "cuda": {"usable": ok, "reason": cuda_reason, "missing_libraries": list(missing)},
     }
     if as_json:

@@ -69,18 +69,31 @@ def interpolate(
         raise UsageError("give two or more images, or --seeds, not both",
                          "e.g. began interpolate a.png b.png, or --seeds 3,17")
     if out is not None and outdir is not None:
-        raise UsageError("--out and --outdir go separately")
+        raise UsageError("--out and --outdir go separately",
+                         "a strip or GIF (--out) or one file per frame (--outdir)")
+    # Usage errors before the model loads: the points, the output format, stdout.
+    if seeds:
+        seed_list = parse_seeds(seeds)
+        names = [f"seed{s}" for s in seed_list]
+    else:
+        sources = collect(images)
+        names = [Path(s.name).stem if s.path else "stdin" for s in sources]
+    if len(names) < 2:
+        raise UsageError("interpolation needs at least two points",
+                         "give two or more images, or --seeds with two or more seeds")
+    fmt = None
+    if outdir is None:
+        fmt = output_format(out, None, allowed=("png", "jpg", "webp", "gif"))
+        if as_json and out is not None and str(out) == "-":
+            raise UsageError("--json and --out - would both write to stdout",
+                             "write the strip to a file with --out FILE, or drop --json")
 
     m = open_model(model, device, precision, o)
     t = time.perf_counter()
     if seeds:
-        seed_list = parse_seeds(seeds)
-        names = [f"seed{s}" for s in seed_list]
         z = z_for_seeds(seed_list, m.z_dim)
         x = m.generate(z) if space == "d" else None
     else:
-        sources = collect(images)
-        names = [Path(s.name).stem if s.path else "stdin" for s in sources]
         pixels = []
         for s in sources:
             try:
@@ -94,8 +107,6 @@ def interpolate(
             z = m.encode(x)
             if refine_steps:
                 z, _, _ = refine(m, x, z, refine_steps)
-    if len(names) < 2:
-        raise UsageError("interpolation needs at least two points")
 
     if space == "g":
         frames = m.generate(np.clip(latent_path(z, steps, method), -1, 1))
@@ -116,7 +127,6 @@ def interpolate(
         return
     target = out or Path(f"interpolate-{'-'.join(names[:2])}"
                          f"{'-etc' if len(names) > 2 else ''}.png")
-    fmt = output_format(target, None, allowed=("png", "jpg", "webp", "gif"))
     if str(target) != "-" and not plan_writes([target], overwrite, skip_existing)[0]:
         o.say(f"kept existing {target}")
         return

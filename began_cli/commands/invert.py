@@ -28,12 +28,16 @@ from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, Preci
 def unique_stems(names: list[str]) -> list[str]:
     """Output stems from input names: the file stem, made unique with -2, -3, ...
     Only the final name part is used, so outputs stay inside --outdir."""
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     out = []
     for name in names:
         stem = Path(name).stem.lstrip(".") or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+        unique, k = stem, 1
+        while unique in taken:  # also past an input that is itself named x-2
+            k += 1
+            unique = f"{stem}-{k}"
+        taken.add(unique)
+        out.append(unique)
     return out
 
 
@@ -107,5 +111,8 @@ def invert(
                       "refine": refine_steps, "provider": m.provider.name, "ms": round(ms, 2)})
     if len(todo) < len(sources):
         o.say(f"kept {len(sources) - len(todo)} existing results in {outdir}")
+    if failed and not written:
+        raise BeganError(f"none of the {len(todo)} images could be inverted",
+                         "check the paths and that the files are images")
     if failed:
-        raise typer.Exit(EXIT_PARTIAL if written else 1)
+        raise typer.Exit(EXIT_PARTIAL)

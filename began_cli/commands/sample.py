@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from ..errors import EXIT_PARTIAL, BeganError, UsageError
@@ -70,16 +69,20 @@ def sample(
     if out is not None and outdir is not None:
         raise UsageError("--out and --outdir go separately", "a grid (--out) or files (--outdir)")
     seed_list = parse_seeds(seeds) if seeds is not None else seed_range(n, seed)
+    target = out or DEFAULT_OUT
+    # Usage errors before the model loads (and before anything is written).
+    fmt = output_format(None if outdir is not None else target, fmt)
+    if as_json and outdir is None and str(target) == "-":
+        raise UsageError("--json and --out - would both write to stdout",
+                         "write the grid to a file with --out FILE, or drop --json")
     m = open_model(model, device, precision, o)
     bs = batch_size(batch, m)
     if outdir is not None:
-        code = _write_files(m, seed_list, outdir, output_format(None, fmt), truncation, bs,
+        code = _write_files(m, seed_list, outdir, fmt, truncation, bs,
                             overwrite, skip_existing, o)
         if code:
             raise typer.Exit(code)
         return
-    target = out or DEFAULT_OUT
-    fmt = output_format(target, fmt)
     if str(target) != "-" and not plan_writes([target], overwrite, skip_existing)[0]:
         o.say(f"kept existing {target}")
         return
@@ -104,23 +107,30 @@ def _write_files(m, seed_list: list[int], outdir: Path, fmt: str, truncation: fl
         o.say(f"keeping {len(paths) - len(todo)} existing files in {outdir}")
     failed = 0
     workers = min(8, os.cpu_count() or 1)
-    pending: deque = deque()  # (seed, path, future, ms) in seed order
-    max_pending = workers * 64  # bounds memory whatever n is
+    per_task = 16  # images per pool task: fewer futures, same overlap
+    pending: deque = deque()  # (future, ms) in seed order
+    max_pending = workers * 4  # bounds memory whatever n is
 
-    def write_one(path: Path, image: np.ndarray) -> None:
-        write_bytes(path, encode(image, fmt))
+    def write_some(items: list) -> list:
+        done = []
+        for s, path, image in items:
+            try:
+                write_bytes(path, encode(image, fmt))
+                done.append((s, path, None))
+            except BeganError as e:
+                done.append((s, path, e.message))
+        return done
 
     def settle(advance) -> None:
         nonlocal failed
-        s, path, fut, ms = pending.popleft()
-        try:
-            fut.result()
-        except BeganError as e:
-            failed += 1
-            o.say(f"error: {e.message}")
-            return
-        advance()
-        o.record({"path": str(path), "seed": s, "provider": m.provider.name, "ms": ms})
+        fut, ms = pending.popleft()
+        for s, path, error in fut.result():
+            if error:
+                failed += 1
+                o.say(f"error: {error}")
+                continue
+            advance()
+            o.record({"path": str(path), "seed": s, "provider": m.provider.name, "ms": ms})
 
     with o.progress(len(todo), "sample") as advance, ThreadPoolExecutor(workers) as pool:
         for i in range(0, len(todo), bs):
@@ -130,8 +140,9 @@ def _write_files(m, seed_list: list[int], outdir: Path, fmt: str, truncation: fl
                                 batch_size=bs)
             ms = round((time.perf_counter() - t) * 1000 / len(chunk), 3)
             pixels = images if fmt == "npy" else to_uint8(images)
-            for (s, path), image in zip(chunk, pixels):
-                pending.append((s, path, pool.submit(write_one, path, image), ms))
+            items = [(s, path, image) for (s, path), image in zip(chunk, pixels)]
+            for j in range(0, len(items), per_task):
+                pending.append((pool.submit(write_some, items[j:j + per_task]), ms))
                 while len(pending) > max_pending:
                     settle(advance)
         while pending:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..errors import BeganError
+from ..errors import BeganError, UsageError
 from ..inputs import collect, preprocess_for, read, to_float
 from ..output import Out
 from ..seeds import z_for_seeds
@@ -62,7 +62,10 @@ def score(
         raise BeganError(f"--data {data} is not a folder", "point --data at a folder of images")
     m = open_model(model, device, precision, o)
     bs = batch_size(batch, m)
-    sources = collect([str(data)])
+    try:
+        sources = collect([str(data)])
+    except UsageError:  # collect's "no input images" is about arguments; here it is the data
+        raise BeganError(f"no images in {data}", "point --data at a folder of images") from None
     if len(sources) > max_images:  # a fixed subset, not the first folder in sorted order
         pick = np.sort(np.random.default_rng(0).choice(len(sources), max_images, replace=False))
         sources = [sources[i] for i in pick]

@@ -1,0 +1,783 @@
+"""The torch-free CLI (`began sample|interpolate|invert|score|info`) as a user and a shell
+script meet it: exit codes, the files written (and nothing else), data on stdout, human text
+on stderr, one `error:` + one `hint:` line for every error a user can cause.
+
+Happy paths go through Typer's CliRunner (this Typer keeps stdout and stderr apart);
+errors go through `began.app.run`, the entry point that maps exceptions to exit codes.
+Every test uses the session's `tiny_bundle` (16x16, N_z 16) as the model.
+"""
+
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+from typer.testing import CliRunner
+
+from began.app import make_app, run
+from began.errors import BeganError, UsageError
+
+RES = 16  # tiny_bundle's resolution
+PAD = 2  # make_grid's padding
+Z_DIM = 16
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CPU = "CPUExecutionProvider"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    """The user's own BEGAN_MODEL / BEGAN_DEVICE must not leak into these tests."""
+    monkeypatch.delenv("BEGAN_MODEL", raising=False)
+    monkeypatch.delenv("BEGAN_DEVICE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def app():
+    return make_app()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle):
+    from began.model import Model
+
+    return Model.open(tiny_bundle, device="cpu", precision="fp32")
+
+
+@pytest.fixture
+def images(image_folder, tmp_path) -> tuple[Path, Path, Path]:
+    """Three real images copied to tmp_path/a.png, b.png, c.png."""
+    src = sorted(image_folder.glob("*.png"))[:3]
+    out = []
+    for name, p in zip("abc", src):
+        out.append(tmp_path / f"{name}.png")
+        shutil.copy(p, out[-1])
+    return tuple(out)
+
+
+def invoke(app, *args, code: int = 0, input: bytes | None = None):
+    """CliRunner, asserting the exit code (and no unexpected exception)."""
+    r = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    assert r.exit_code == code, (r.exit_code, r.stderr, r.exception)
+    if r.exception is not None:
+        assert isinstance(r.exception, SystemExit), repr(r.exception)
+    return r
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """began.app.run with captured streams: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = run([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def assert_error(code: int, err: str, expected: int) -> tuple[str, str]:
+    """Exactly one `error:` line directly followed by one `hint:` line, no traceback; the
+    only other stderr line allowed is --device auto's `provider:` notice."""
+    assert code == expected, err
+    assert "Traceback" not in err and "unexpected" not in err, err
+    lines = err.splitlines()
+    errors = [i for i, s in enumerate(lines) if s.startswith("error: ")]
+    hints = [i for i, s in enumerate(lines) if s.startswith("hint: ")]
+    assert len(errors) == 1 and len(hints) == 1 and hints[0] == errors[0] + 1, err
+    others = [s for i, s in enumerate(lines) if i not in (errors[0], hints[0])]
+    assert all(s.startswith("provider: ") for s in others), err
+    return lines[errors[0]][len("error: "):], lines[hints[0]][len("hint: "):]
+
+
+def json_lines(stdout: str) -> list[dict]:
+    assert stdout.endswith("\n"), stdout
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def seed_names(seeds, ext: str = "png") -> set[str]:
+    return {f"seed{s:06d}.{ext}" for s in seeds}
+
+
+def max_pixel_diff(a: Path, b: Path) -> int:
+    return int(np.abs(pixels(a).astype(int) - pixels(b)).max())
+
+
+def preprocessed(model, path: Path) -> np.ndarray:
+    """The (1, 3, R, R) float input the CLI feeds the model for this file."""
+    from began.inputs import Source, preprocess_for, read, to_float
+
+    return to_float(read(Source(str(path), path), preprocess_for(model.bundle))[None])
+
+
+def cuda_usable() -> bool:
+    from began.runtime import cuda_status
+
+    return cuda_status()[0]
+
+
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def test_sample_grid_size_and_nothing_else_written(app, tiny_bundle, tmp_path):
+    r = invoke(app, "sample", "-n", 4, "--out", tmp_path / "grid.png", "--model", tiny_bundle)
+    assert r.stdout == ""  # no --json: no data on stdout
+    assert "wrote" in r.stderr
+    assert listing(tmp_path) == {"grid.png"}  # no temp file left beside it
+    with Image.open(tmp_path / "grid.png") as im:
+        assert im.format == "PNG" and im.mode == "RGB"
+        side = 2 * (RES + PAD) + PAD
+        assert im.size == (side, side) == (38, 38)
+
+
+def test_grid_tiles_are_the_seed_images(app, tiny_bundle, tmp_path):
+    invoke(app, "sample", "-n", 5, "--nrow", 3, "--out", tmp_path / "g.png", "-m", tiny_bundle)
+    invoke(app, "sample", "--seeds", "0-4", "--outdir", tmp_path / "s", "-m", tiny_bundle)
+    grid = pixels(tmp_path / "g.png")
+    assert grid.shape == (2 * (RES + PAD) + PAD, 3 * (RES + PAD) + PAD, 3)
+    for s in range(5):
+        r, c = divmod(s, 3)
+        y, x = PAD + r * (RES + PAD), PAD + c * (RES + PAD)
+        np.testing.assert_array_equal(grid[y:y + RES, x:x + RES],
+                                      pixels(tmp_path / "s" / f"seed{s:06d}.png"))
+    assert (grid[:, :PAD] == 0).all() and (grid[-PAD:] == 0).all()  # padding, not images
+
+
+def test_sample_per_seed_determinism(app, tiny_bundle, tmp_path):
+    runs = {"bs1": ["--seeds", "0-5", "--batch-size", 1],
+            "bs4": ["--seeds", "0-5", "--batch-size", 4],
+            "reversed": ["--seeds", "5,4,3,2,1,0"],
+            "n3": ["-n", 3, "--seed", 2]}
+    for name, args in runs.items():
+        invoke(app, "sample", *args, "--outdir", tmp_path / name, "--model", tiny_bundle)
+    for name in ("bs1", "bs4", "reversed"):
+        assert listing(tmp_path / name) == seed_names(range(6))
+    assert listing(tmp_path / "n3") == seed_names([2, 3, 4])
+    for name in ("bs4", "reversed", "n3"):
+        for f in sorted(listing(tmp_path / name)):
+            a, b = tmp_path / "bs1" / f, tmp_path / name / f
+            assert a.read_bytes() == b.read_bytes(), (
+                f"{name}/{f} differs from bs1/{f}: max pixel difference {max_pixel_diff(a, b)}")
+
+
+def test_sample_json_lines(app, tiny_bundle, tmp_path):
+    r = invoke(app, "sample", "--seeds", "7,3-4", "--outdir", tmp_path, "--json",
+               "--model", tiny_bundle)
+    rows = json_lines(r.stdout)  # every stdout line parses: nothing else is there
+    assert [row["seed"] for row in rows] == [7, 3, 4]
+    for row in rows:
+        assert set(row) == {"path", "seed", "provider", "ms"}
+        assert row["provider"] == CPU
+        assert isinstance(row["ms"], (int, float)) and row["ms"] >= 0
+        assert Path(row["path"]) == tmp_path / f"seed{row['seed']:06d}.png"
+        assert Path(row["path"]).is_file()
+    assert r.stderr.startswith("provider: CPUExecutionProvider")  # human text on stderr
+
+    # The grid: one object; -q leaves stderr empty.
+    r = invoke(app, "sample", "-n", 2, "--out", tmp_path / "g.png", "--json", "-q",
+               "--model", tiny_bundle)
+    assert r.stderr == ""
+    (row,) = json_lines(r.stdout)
+    assert set(row) == {"path", "seeds", "provider", "ms"}
+    assert row["seeds"] == [0, 1] and row["provider"] == CPU
+    assert Path(row["path"]).is_file()
+
+
+def test_sample_npy_matches_png(app, tiny_bundle, tmp_path):
+    invoke(app, "sample", "--seeds", "0-2", "--outdir", tmp_path / "npy", "--format", "npy",
+           "-m", tiny_bundle)
+    invoke(app, "sample", "--seeds", "0-2", "--outdir", tmp_path / "png", "-m", tiny_bundle)
+    assert listing(tmp_path / "npy") == seed_names(range(3), "npy")
+    for s in range(3):
+        x = np.load(tmp_path / "npy" / f"seed{s:06d}.npy", allow_pickle=False)
+        assert x.dtype == np.float32 and x.shape == (3, RES, RES)
+        # The documented mapping, in float64: uint8 = clip(round((x + 1) * 127.5), 0, 255).
+        u8 = np.clip(np.rint((x.astype(np.float64) + 1) * 127.5), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(u8.transpose(1, 2, 0),
+                                      pixels(tmp_path / "png" / f"seed{s:06d}.png"))
+
+
+@pytest.mark.parametrize("fmt,pil", [("jpg", "JPEG"), ("webp", "WEBP")])
+def test_sample_lossy_formats_decode(app, tiny_bundle, tmp_path, fmt, pil):
+    invoke(app, "sample", "--seeds", "0,1", "--outdir", tmp_path / "d", "--format", fmt,
+           "-m", tiny_bundle)
+    assert listing(tmp_path / "d") == seed_names([0, 1], fmt)
+    for f in listing(tmp_path / "d"):
+        with Image.open(tmp_path / "d" / f) as im:
+            im.load()
+            assert im.format == pil and im.size == (RES, RES)
+    # The format also follows --out's suffix.
+    invoke(app, "sample", "-n", 2, "--out", tmp_path / f"g.{fmt}", "-m", tiny_bundle)
+    with Image.open(tmp_path / f"g.{fmt}") as im:
+        im.load()
+        assert im.format == pil and im.size == (2 * (RES + PAD) + PAD, RES + 2 * PAD)
+
+
+def test_existing_files_refused_then_skipped_then_overwritten(app, capsys, tiny_bundle,
+                                                              tmp_path):
+    d = tmp_path / "out"
+    args = ["sample", "--seeds", "0-2", "--outdir", d, "--model", tiny_bundle]
+    assert cli(capsys, *args)[0] == 0
+    before = {f: ((d / f).read_bytes(), (d / f).stat().st_mtime_ns) for f in listing(d)}
+    assert set(before) == seed_names(range(3))
+
+    code, out, err = cli(capsys, *args)  # the same command again
+    msg, hint = assert_error(code, err, 1)
+    assert "already exists" in msg and "--overwrite" in hint and "--skip-existing" in hint
+    assert out == ""
+    code, out, err = cli(capsys, *args, "-q")
+    assert code == 1 and len(err.splitlines()) == 2  # -q: the error and its hint only
+    after = {f: ((d / f).read_bytes(), (d / f).stat().st_mtime_ns) for f in listing(d)}
+    assert after == before
+
+    # --skip-existing writes only the new seed.
+    code, out, err = cli(capsys, "sample", "--seeds", "0-3", "--outdir", d, "--skip-existing",
+                         "--json", "--model", tiny_bundle)
+    assert code == 0, err
+    assert [row["seed"] for row in json_lines(out)] == [3]
+    assert listing(d) == seed_names(range(4))
+    for f, (data, mtime) in before.items():
+        assert (d / f).read_bytes() == data and (d / f).stat().st_mtime_ns == mtime
+
+    # --overwrite rewrites every file: a damaged one comes back, every mtime moves.
+    good = (d / "seed000001.png").read_bytes()
+    (d / "seed000001.png").write_bytes(b"junk")
+    for f in listing(d):
+        os.utime(d / f, ns=(10**18, 10**18))
+    code, out, err = cli(capsys, "sample", "--seeds", "0-3", "--outdir", d, "--overwrite",
+                         "--model", tiny_bundle)
+    assert code == 0, err
+    assert (d / "seed000001.png").read_bytes() == good
+    assert listing(d) == seed_names(range(4))
+    assert all((d / f).stat().st_mtime_ns != 10**18 for f in listing(d))
+
+
+def test_existing_grid_refused_or_kept(app, capsys, tiny_bundle, tmp_path):
+    g = tmp_path / "grid.png"
+    g.write_bytes(b"not mine to replace")
+    code, _, err = cli(capsys, "sample", "-n", 2, "--out", g, "-m", tiny_bundle)
+    assert_error(code, err, 1)
+    code, _, err = cli(capsys, "sample", "-n", 2, "--out", g, "--skip-existing", "-m",
+                       tiny_bundle)
+    assert code == 0 and "kept existing" in err
+    assert g.read_bytes() == b"not mine to replace"
+    assert listing(tmp_path) == {"grid.png"}
+
+
+def test_sample_outdir_partial_failure_exits_3(capsys, tiny_bundle, tmp_path):
+    # seed000001.png is a folder: that one write fails, the others land.
+    (tmp_path / "seed000001.png").mkdir()
+    code, out, err = cli(capsys, "sample", "-n", 3, "--outdir", tmp_path, "--overwrite",
+                         "--json", "-m", tiny_bundle)
+    assert code == 3, err
+    assert [r["seed"] for r in json_lines(out)] == [0, 2]
+    assert "error: cannot write" in err and "seed000001.png" in err
+    assert listing(tmp_path) == {"seed000000.png", "seed000001.png", "seed000002.png"}
+    assert (tmp_path / "seed000001.png").is_dir()
+
+
+def test_invert_all_inputs_failing_is_one_fatal_error(capsys, tiny_bundle, tmp_path):
+    code, _, err = cli(capsys, "invert", tmp_path / "missing.png", "--outdir", tmp_path / "o",
+                       "-m", tiny_bundle, "-q")
+    assert code == 1
+    assert err.splitlines()[-2:] == [
+        "error: none of the 1 images could be inverted",
+        "hint: check the paths and that the files are images"]
+
+
+def test_out_dash_writes_png_to_stdout(app, capsysbinary, tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke(app, "sample", "-n", 2, "--out", "-", "--model", tiny_bundle)
+    data = r.stdout_bytes
+    assert data.startswith(PNG_SIGNATURE)
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        assert im.size == (2 * (RES + PAD) + PAD, RES + 2 * PAD)
+    assert b"provider" not in data and "provider: " in r.stderr
+    assert listing(tmp_path) == set()  # stdout only, no samples.png
+    # --json would mix text into the image bytes: refused before anything is written.
+    capsysbinary.readouterr()
+    code = run(["sample", "-n", "2", "--out", "-", "--json", "-m", str(tiny_bundle)])
+    out, err = capsysbinary.readouterr()
+    assert out == b""
+    assert_error(code, err.decode(), 2)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+USAGE_ERRORS = {
+    "n0": ["sample", "-n", "0"],
+    "range-backwards": ["sample", "--seeds", "5-2"],
+    "seeds-not-numbers": ["sample", "--seeds", "abc"],
+    "out-and-outdir": ["sample", "--out", "a.png", "--outdir", "d"],
+    "format-tiff": ["sample", "--format", "tiff"],
+    "device-gpu": ["sample", "--device", "gpu"],
+    "precision-fp64": ["sample", "-n", "1", "--precision", "fp64"],
+    "seed-past-max": ["sample", "--seed", "4294967295", "-n", "2"],
+    "unknown-flag": ["sample", "--bogus"],
+    "interpolate-one-image": ["interpolate", "{a}"],
+    "interpolate-one-seed": ["interpolate", "--seeds", "3"],
+    "interpolate-cubic": ["interpolate", "--method", "cubic", "{a}", "{b}"],
+    "interpolate-space": ["interpolate", "--space", "x", "{a}", "{b}"],
+    "interpolate-tiff": ["interpolate", "{a}", "{b}", "--out", "walk.tiff"],
+    "interpolate-out-and-outdir": ["interpolate", "--seeds", "1,2", "--out", "a.png",
+                                   "--outdir", "d"],
+    "interpolate-images-and-seeds": ["interpolate", "{a}", "{b}", "--seeds", "1,2"],
+}
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS.values(), ids=USAGE_ERRORS.keys())
+def test_usage_errors_exit_2(capsys, tiny_bundle, images, tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    names = {"a": images[0].name, "b": images[1].name}
+    before = listing(tmp_path)
+    code, out, err = cli(capsys, *[a.format(**names) for a in args], "--model", tiny_bundle)
+    assert_error(code, err, 2)
+    assert out == ""
+    assert listing(tmp_path) == before  # nothing written
+
+
+def test_fatal_model_missing_or_not_a_model(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for model, words in ((tmp_path / "nope", "does not exist"),
+                         (tmp_path / "empty", "no manifest.json"),
+                         (tmp_path / "afile", "is a file")):
+        code, out, err = cli(capsys, "sample", "-n", 2, "--out", tmp_path / "g.png",
+                             "--model", model)
+        msg, hint = assert_error(code, err, 1)
+        assert words in msg and "--model" in hint
+        assert out == "" and not (tmp_path / "g.png").exists()
+
+
+def test_fatal_tampered_bundle(capsys, tiny_bundle, tmp_path):
+    b = bundle_copy(tiny_bundle, tmp_path)
+    data = bytearray((b / "generator.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one byte
+    (b / "generator.onnx").write_bytes(bytes(data))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for args in (["sample", "-n", 2, "--out", out_dir / "g.png"], ["info"]):
+        code, out, err = cli(capsys, *args, "--model", b)
+        msg, hint = assert_error(code, err, 1)
+        assert "generator.onnx" in msg and "sha256" in msg and "re-export" in hint
+        assert out == ""
+    assert listing(out_dir) == set()
+
+
+def test_fatal_bundle_without_encoder(capsys, tiny_bundle, images, tmp_path):
+    b = bundle_copy(tiny_bundle, tmp_path)
+    (b / "encoder.onnx").unlink()
+    code, out, err = cli(capsys, "invert", images[0], "--outdir", tmp_path / "inv",
+                         "--model", b)
+    msg, _ = assert_error(code, err, 1)
+    assert "encoder.onnx" in msg and "missing" in msg
+    assert out == "" and not (tmp_path / "inv").exists()
+
+
+def test_fatal_device_cuda_on_cpu_only_machine(capsys, tiny_bundle, tmp_path):
+    if cuda_usable():
+        pytest.skip("onnxruntime can use CUDA here")
+    code, out, err = cli(capsys, "sample", "-n", 2, "--out", tmp_path / "g.png",
+                         "--device", "cuda", "--model", tiny_bundle)
+    msg, hint = assert_error(code, err, 1)
+    assert "cannot use CUDA" in msg and "began[cuda]" in hint
+    assert out == "" and listing(tmp_path) == set()
+
+
+def test_fatal_output_under_a_file(capsys, tiny_bundle, tmp_path):
+    (tmp_path / "somefile.txt").write_text("x")
+    for args in (["--out", tmp_path / "somefile.txt" / "grid.png"],
+                 ["--outdir", tmp_path / "somefile.txt" / "d"]):
+        code, out, err = cli(capsys, "sample", "-n", 2, *args, "--model", tiny_bundle)
+        msg, hint = assert_error(code, err, 1)
+        assert "somefile.txt" in msg and "Not a directory" in msg
+        assert "writ" in hint
+        assert out == ""
+    assert listing(tmp_path) == {"somefile.txt"}
+    assert (tmp_path / "somefile.txt").read_text() == "x"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root can write to a 0o500 folder")
+def test_fatal_unwritable_folder(capsys, tiny_bundle, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        code, out, err = cli(capsys, "sample", "-n", 2, "--out", ro / "grid.png",
+                             "--model", tiny_bundle)
+        msg, _ = assert_error(code, err, 1)
+        assert "grid.png" in msg and out == ""
+        assert listing(ro) == set()
+    finally:
+        ro.chmod(0o700)
+
+
+# --------------------------------------------------------------------------- invert
+
+
+def test_invert_partial_failure(capsys, model, tiny_bundle, images, tmp_path):
+    from began.images import to_uint8
+    from began.latent import psnr
+
+    a, b, _ = images
+    (tmp_path / "notes.png").write_text("not an image")
+    inv = tmp_path / "inv"
+    code, out, err = cli(capsys, "invert", a, tmp_path / "missing.png", b,
+                         tmp_path / "notes.png", "--outdir", inv, "--json",
+                         "--model", tiny_bundle)
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert "missing.png: no such file" in err and "notes.png: not an image" in err
+    assert listing(inv) == {"a.z.npy", "a.recon.png", "b.z.npy", "b.recon.png"}
+    rows = json_lines(out)
+    assert [Path(r["input"]).name for r in rows] == ["a.png", "b.png"]
+    for row, src in zip(rows, (a, b)):
+        assert row["provider"] == CPU and row["refine"] == 0
+        assert Path(row["z"]) == inv / f"{src.stem}.z.npy"
+        assert Path(row["recon"]) == inv / f"{src.stem}.recon.png"
+        z = np.load(row["z"], allow_pickle=False)
+        assert z.dtype == np.float32 and z.shape == (Z_DIM,)
+        assert np.all(np.abs(z) <= 1)
+        assert row["l1"] > 0 and row["psnr"] > 0
+        # The numbers and the recon belong to this z and this input.
+        x = preprocessed(model, src)
+        g = model.generate(z[None])
+        assert row["l1"] == pytest.approx(float(np.abs(g - x).mean()), abs=2e-6)
+        assert row["psnr"] == pytest.approx(float(psnr(g, x)[0]), abs=2e-3)
+        np.testing.assert_array_equal(pixels(Path(row["recon"])), to_uint8(g)[0])
+
+
+def test_invert_refine_never_worse(app, tiny_bundle, images, tmp_path):
+    l1 = {}
+    for steps in (0, 20):
+        r = invoke(app, "invert", *images[:2], "--outdir", tmp_path / f"r{steps}",
+                   "--refine", steps, "--json", "--model", tiny_bundle)
+        l1[steps] = [row["l1"] for row in json_lines(r.stdout)]
+        assert all(row["refine"] == steps for row in json_lines(r.stdout))
+    assert len(l1[0]) == len(l1[20]) == 2
+    assert all(after <= before for before, after in zip(l1[0], l1[20])), l1
+
+
+def test_invert_stdin(app, tiny_bundle, images, tmp_path):
+    a = images[0]
+    invoke(app, "invert", "-", "--outdir", tmp_path / "s", "--model", tiny_bundle,
+           input=a.read_bytes())
+    assert listing(tmp_path / "s") == {"stdin.z.npy", "stdin.recon.png"}
+    invoke(app, "invert", a, "--outdir", tmp_path / "f", "--model", tiny_bundle)
+    # The same image read from stdin or from its file gives the same z and recon.
+    assert ((tmp_path / "s" / "stdin.z.npy").read_bytes()
+            == (tmp_path / "f" / "a.z.npy").read_bytes())
+    assert ((tmp_path / "s" / "stdin.recon.png").read_bytes()
+            == (tmp_path / "f" / "a.recon.png").read_bytes())
+
+
+def test_invert_stdin_only_once(capsys, tiny_bundle, tmp_path):
+    code, out, err = cli(capsys, "invert", "-", "-", "--outdir", tmp_path / "t",
+                         "--model", tiny_bundle)
+    assert_error(code, err, 2)
+    assert out == "" and listing(tmp_path) == set()
+
+
+def test_invert_same_stems_get_distinct_outputs(app, tiny_bundle, images, tmp_path):
+    a, b, c = images
+    for d in ("d1", "d2", "d3"):
+        (tmp_path / d).mkdir()
+    shutil.copy(a, tmp_path / "d1" / "x.png")
+    shutil.copy(b, tmp_path / "d2" / "x.png")
+    shutil.copy(c, tmp_path / "d3" / "x-2.png")  # a name the renaming would also pick
+    inv = tmp_path / "inv"
+    r = invoke(app, "invert", tmp_path / "d1" / "x.png", tmp_path / "d2" / "x.png",
+               tmp_path / "d3" / "x-2.png", "--outdir", inv, "--json", "--model", tiny_bundle)
+    rows = json_lines(r.stdout)
+    assert len(rows) == 3
+    assert len({row["z"] for row in rows}) == 3 and len({row["recon"] for row in rows}) == 3
+    assert [Path(row["z"]).name for row in rows[:2]] == ["x.z.npy", "x-2.z.npy"]
+    assert len(listing(inv)) == 6
+    # Each output belongs to its own input (a, b, c differ).
+    zs = [np.load(row["z"]) for row in rows]
+    for i, src in enumerate((a, b, c)):
+        invoke(app, "invert", src, "--outdir", tmp_path / f"one{i}", "-m", tiny_bundle)
+        np.testing.assert_array_equal(zs[i], np.load(tmp_path / f"one{i}" / f"{src.stem}.z.npy"))
+
+
+def test_invert_folder_argument(app, tiny_bundle, images, tmp_path):
+    d = tmp_path / "folder"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(images[0], d / "one.png")
+    shutil.copy(images[1], d / "sub" / "two.png")
+    shutil.copy(images[2], d / ".hidden.png")  # hidden: skipped
+    r = invoke(app, "invert", d, "--outdir", tmp_path / "inv", "--json", "--model", tiny_bundle)
+    assert {Path(row["input"]).name for row in json_lines(r.stdout)} == {"one.png", "two.png"}
+    assert listing(tmp_path / "inv") == {"one.z.npy", "one.recon.png",
+                                         "two.z.npy", "two.recon.png"}
+
+
+# --------------------------------------------------------------------------- interpolate
+
+
+def test_interpolate_strip(app, tiny_bundle, images, tmp_path):
+    a, b, _ = images
+    r = invoke(app, "interpolate", a, b, "--steps", 5, "--out", tmp_path / "strip.png",
+               "--json", "--model", tiny_bundle)
+    with Image.open(tmp_path / "strip.png") as im:
+        assert im.size == (5 * (RES + PAD) + PAD, RES + 2 * PAD) == (92, 20)
+    (row,) = json_lines(r.stdout)
+    assert row["frames"] == 5 and row["points"] == ["a", "b"] and row["provider"] == CPU
+    assert row["space"] == "g" and row["method"] == "slerp"
+
+
+def test_interpolate_default_name_in_current_folder(app, tiny_bundle, images, tmp_path,
+                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BEGAN_MODEL", str(tiny_bundle))
+    r = invoke(app, "interpolate", "a.png", "b.png", "--steps", 3)
+    assert listing(tmp_path) == {"a.png", "b.png", "c.png", "interpolate-a-b.png"}
+    assert "interpolate-a-b.png" in r.stderr and "current folder" in r.stderr
+    assert r.stdout == ""
+    with Image.open(tmp_path / "interpolate-a-b.png") as im:
+        assert im.size == (3 * (RES + PAD) + PAD, RES + 2 * PAD)
+
+
+def gif_frames(path: Path) -> tuple[int, list[int], tuple[int, int]]:
+    with Image.open(path) as im:
+        assert im.format == "GIF"
+        return im.n_frames, [f.info["duration"] for f in ImageSequence.Iterator(im)], im.size
+
+
+def test_interpolate_gif(app, tiny_bundle, images, tmp_path):
+    # Seeds 3 and 17 differ, so every frame does and Pillow keeps them all.
+    invoke(app, "interpolate", "--seeds", "3,17", "--steps", 6, "--out", tmp_path / "s.gif",
+           "--frame-ms", 40, "--model", tiny_bundle)
+    n, durations, size = gif_frames(tmp_path / "s.gif")
+    assert n == 6 and durations == [40] * 6 and size == (RES, RES)
+    # From images the tiny model's frames may coincide, and Pillow merges identical
+    # consecutive frames (adding their durations): the animation's length still holds.
+    a, b, _ = images
+    invoke(app, "interpolate", a, b, "--steps", 5, "--out", tmp_path / "i.gif",
+           "--model", tiny_bundle)
+    n, durations, _ = gif_frames(tmp_path / "i.gif")
+    assert 1 <= n <= 5 and sum(durations) == 5 * 100
+
+
+def test_interpolate_three_images_outdir(app, tiny_bundle, images, tmp_path):
+    r = invoke(app, "interpolate", *images, "--steps", 4, "--outdir", tmp_path / "F", "--json",
+               "--model", tiny_bundle)
+    assert listing(tmp_path / "F") == {f"frame{i:04d}.png" for i in range(7)}
+    assert [Path(row["path"]).name for row in json_lines(r.stdout)] == [
+        f"frame{i:04d}.png" for i in range(7)]
+
+
+@pytest.mark.parametrize("args", [["--seeds", "3,17"], ["--seeds", "3,17", "--space", "d"],
+                                  ["{a}", "{b}", "--space", "d"]],
+                         ids=["seeds", "seeds-space-d", "images-space-d"])
+def test_interpolate_seeds_and_space_d(app, tiny_bundle, images, tmp_path, args):
+    names = {"a": images[0], "b": images[1]}
+    r = invoke(app, "interpolate", *[str(a).format(**names) for a in args], "--steps", 4,
+               "--out", tmp_path / "w.png", "--json", "--model", tiny_bundle)
+    (row,) = json_lines(r.stdout)
+    assert row["frames"] == 4 and row["space"] == ("d" if "d" in args else "g")
+    with Image.open(tmp_path / "w.png") as im:
+        assert im.size == (4 * (RES + PAD) + PAD, RES + 2 * PAD)
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_interpolate_seed_endpoints_equal_samples(app, tiny_bundle, tmp_path, method):
+    invoke(app, "interpolate", "--seeds", "3,17", "--method", method, "--outdir",
+           tmp_path / "F", "--model", tiny_bundle)
+    invoke(app, "sample", "--seeds", "3,17", "--outdir", tmp_path / "S", "--model", tiny_bundle)
+    frames = sorted(listing(tmp_path / "F"))
+    assert frames == [f"frame{i:04d}.png" for i in range(8)]  # default --steps 8
+    for frame, seed in ((frames[0], 3), (frames[-1], 17)):
+        f, s = tmp_path / "F" / frame, tmp_path / "S" / f"seed{seed:06d}.png"
+        assert f.read_bytes() == s.read_bytes(), (
+            f"{frame} != seed {seed}: max pixel difference {max_pixel_diff(f, s)}")
+
+
+# --------------------------------------------------------------------------- score, info
+
+
+def test_score_json_and_table(app, tiny_bundle, image_folder):
+    r = invoke(app, "score", "--data", image_folder, "-n", 50, "--json", "-m", tiny_bundle)
+    (s,) = json_lines(r.stdout)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert s["gamma"] == manifest["training"]["gamma"]
+    assert s["real_images"] == 48 and s["samples"] == 50 and s["provider"] == CPU
+    assert s["balance"] == pytest.approx(s["gamma"] * s["loss_real"] - s["loss_fake"],
+                                         abs=1e-12)
+    assert abs(s["m_global"] - (s["loss_real"] + abs(s["gamma"] * s["loss_real"]
+                                                     - s["loss_fake"]))) < 1e-9
+    assert s["loss_real"] > 0 and s["loss_fake"] > 0
+    assert set(s["diversity"]) == {"pixels", "latent_h"}
+    for d in s["diversity"].values():
+        assert set(d) == {"samples", "real", "ratio"}
+        assert d["samples"] >= 0 and d["real"] > 0
+        assert d["ratio"] == pytest.approx(d["samples"] / d["real"])
+
+    t = invoke(app, "score", "--data", image_folder, "-n", 50, "-m", tiny_bundle)
+    assert "M_global" in t.stdout and "provider" not in t.stdout
+    (line,) = [x for x in t.stdout.splitlines() if x.startswith("M_global")]
+    assert line.split()[-1] == f"{s['m_global']:.4f}"  # the same numbers, deterministic
+    assert t.stderr.startswith("provider: ")
+
+
+def test_score_without_images_is_fatal(capsys, tiny_bundle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("no")
+    (tmp_path / "junk" / "b.txt").write_text("no")
+    for folder in ("empty", "junk"):
+        code, out, err = cli(capsys, "score", "--data", tmp_path / folder, "-n", 4,
+                             "--model", tiny_bundle)
+        _, hint = assert_error(code, err, 1)
+        assert "--data" in hint and out == ""
+
+
+def test_info(app, tiny_bundle, monkeypatch):
+    monkeypatch.setenv("BEGAN_MODEL", str(tiny_bundle))
+    r = invoke(app, "info")
+    assert "sha256 verified" in r.stdout
+    assert any(line.startswith("provider   CPUExecutionProvider")
+               for line in r.stdout.splitlines())
+    assert "generator.onnx" in r.stdout and "16x16" in r.stdout
+    assert r.stderr == ""
+
+    j = json.loads(invoke(app, "info", "--json").stdout)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert j["files_verified"] is True and j["provider"] == CPU
+    assert set(j["files"]) == set(manifest["files"])
+    assert (j["resolution"], j["z_dim"]) == (RES, Z_DIM)
+    assert Path(j["model"]) == tiny_bundle
+    if not cuda_usable():
+        assert j["cuda"]["usable"] is False
+        assert isinstance(j["cuda"]["reason"], str) and j["cuda"]["reason"]
+        assert j["cuda"]["reason"] in j["provider_reason"]
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_parse_seeds():
+    from began.seeds import parse_seeds
+
+    assert parse_seeds("0-7,42,100-199") == [*range(8), 42, *range(100, 200)]
+    assert parse_seeds(" 3 - 5 , 1 ") == [3, 4, 5, 1]
+    assert parse_seeds("9,2,2") == [9, 2, 2]  # order kept
+    assert parse_seeds("1,,2,") == [1, 2]
+    assert parse_seeds("4294967295") == [4294967295]
+    for bad in ("", ",", "abc", "5-2", "-1", "1-2-3", "1.5", "4294967296", "0-x"):
+        with pytest.raises(UsageError) as e:
+            parse_seeds(bad)
+        assert e.value.exit_code == 2 and e.value.hint, bad
+
+
+def test_slerp_lerp_path():
+    from began.latent import lerp, path, slerp
+
+    rng = np.random.default_rng(0)
+    a, b, c, d = rng.uniform(-1, 1, (4, Z_DIM)).astype(np.float32)
+    for f in (lerp, slerp):
+        np.testing.assert_allclose(f(a, b, 0.0), a, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(f(a, b, 1.0), b, rtol=0, atol=1e-6)
+    e1, e2 = np.eye(2)
+    mid = slerp(e1, e2, 0.5)
+    assert np.linalg.norm(mid) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(mid, [math.sqrt(0.5)] * 2, atol=1e-12)
+    np.testing.assert_allclose(lerp(e1, e2, 0.5), [0.5, 0.5])
+    np.testing.assert_allclose(slerp(a, 2 * a, 0.5), 1.5 * a, atol=1e-6)  # parallel: lerp
+    np.testing.assert_allclose(slerp(0 * a, b, 0.25), 0.25 * b, atol=1e-7)  # zero: lerp
+    for method in ("slerp", "lerp"):
+        for points in ([a, b], [a, b, c], [a, b, c, d]):
+            k = len(points)
+            for steps in (2, 5):
+                p = path(np.stack(points), steps, method)
+                assert p.dtype == np.float32 and p.shape == ((k - 1) * (steps - 1) + 1, Z_DIM)
+                for i, q in enumerate(points):  # every point is hit exactly
+                    np.testing.assert_array_equal(p[i * (steps - 1)], q)
+
+
+def test_refine_never_worse(model, images):
+    from began.latent import refine
+
+    x = np.concatenate([preprocessed(model, p) for p in images])
+    z0 = model.encode(x)
+    z, loss, start = refine(model, x, z0, 10)
+    assert z.shape == z0.shape and z.dtype == np.float32
+    assert np.all(loss <= start)
+    assert np.all(np.abs(z) <= 1)
+    np.testing.assert_allclose(start, model.run("invert_grad", z0, x)[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(loss, model.run("invert_grad", z, x)[0], rtol=0, atol=1e-6)
+    z_same, loss0, start0 = refine(model, x, z0, 0)
+    np.testing.assert_array_equal(z_same, z0)
+    np.testing.assert_array_equal(loss0, start0)
+
+
+def test_plan_writes(tmp_path):
+    from began.output import plan_writes
+
+    a, b, c = (tmp_path / n for n in ("a", "b", "c"))
+    assert plan_writes([a, b], False, False) == [True, True]
+    b.write_text("x")
+    c.write_text("x")
+    assert plan_writes([a, b, c], False, True) == [True, False, False]
+    assert plan_writes([a, b, c], True, False) == [True, True, True]
+    assert plan_writes([a, b, c], True, True) == [True, True, True]  # --overwrite wins
+    with pytest.raises(BeganError) as e:
+        plan_writes([a, b, c], False, False)
+    assert e.value.exit_code == 1 and not isinstance(e.value, UsageError)
+    assert e.value.message == f"{b} already exists (and 1 more of the outputs)"
+    assert "--overwrite" in e.value.hint and "--skip-existing" in e.value.hint
+    with pytest.raises(BeganError, match=r"c already exists$"):
+        plan_writes([a, c], False, False)
+    assert plan_writes([], False, False) == []
+
+
+def test_unique_stems():
+    from began.commands.invert import unique_stems
+
+    assert unique_stems(["a/x.png", "b/x.jpg", "c/x-2.png", "y.png", "stdin", "d/stdin.png",
+                         "e/.png"]) == ["x", "x-2", "x-2-2", "y", "stdin", "stdin-2", "png"]
+
+
+# --------------------------------------------------------------------------- torch-free
+
+
+def test_cli_never_imports_torch(tiny_bundle, tmp_path):
+    code = (
+        "import sys\n"
+        "import began.app\n"
+        "began.app.make_app()\n"
+        f"rc = began.app.run(['sample', '-n', '2', '--out', {str(tmp_path / 'g.png')!r},\n"
+        f"                    '--model', {str(tiny_bundle)!r}, '-q'])\n"
+        "assert rc == 0, rc\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')\n"
+        "             or m.startswith('began.export'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "ok\n" and p.stderr == ""
+    assert listing(tmp_path) == {"g.png"}
