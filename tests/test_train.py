@@ -245,3 +245,25 @@ def test_version_is_instant():
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.splitlines()[0].startswith("began ")
     assert r.stdout.splitlines()[1] == "[]"
+
+
+def test_resumes_a_checkpoint_that_logged_fewer_terms(image_folder, straight_run, tmp_path):
+    """A checkpoint from before loss_cs was logged (4 logged sums, no meter_keys) resumes,
+    and the run still ends bit-exact: the logged sums do not feed training."""
+    from began.train.checkpoint import save_checkpoint
+
+    out = tmp_path / "old"
+    shutil.copytree(straight_run, out)
+    ckpts = out / "checkpoints"
+    tensors, state = load_checkpoint(ckpts / "ckpt-00000015.safetensors")
+    keys = state.pop("meter_keys")
+    old = [i for i, k in enumerate(keys) if k != "loss_cs"]
+    tensors["meter.log"] = tensors["meter.log"][old]
+    for p in ckpts.iterdir():
+        p.unlink()
+    save_checkpoint(ckpts, 15, tensors, {k: v for k, v in state.items() if k != "step"})
+    assert train(image_folder, out, *BUSY, "--steps", 20) == 0
+    (t_new, s_new), (t_ref, _) = final_state(out, 20), final_state(straight_run, 20)
+    for key in t_ref:
+        assert torch.equal(t_new[key], t_ref[key]), key
+    assert s_new["meter_keys"] == keys

@@ -208,7 +208,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
             log(f"warning: resuming a {state.get('device_type')} run on {dev.type}: the noise "
                 "stream restarts, so this run will not match an uninterrupted one bit for bit")
         k = tensors["ctl.k"].to(dev)
-        log_meter.sum.copy_(tensors["meter.log"])
+        # Logged sums by name: a checkpoint from a version that logged other terms still
+        # resumes (terms it lacks start from zero for the current row).
+        saved_keys = state.get("meter_keys", ["loss_real", "loss_fake", "loss_d", "m_global"])
+        for name, value in zip(saved_keys, tensors["meter.log"]):
+            if name in STAT_KEYS:
+                log_meter.sum[STAT_KEYS.index(name)] = value
         window_meter.sum.copy_(tensors["meter.window"])
         log_meter.count, window_meter.count = state["meter_counts"]
         schedule.load_state_dict(state["lr_schedule"])
@@ -237,6 +242,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
         state = {"config": cfg.to_dict(), "opt_g": mg, "opt_d": md, "data": mb,
                  "device_type": dev.type,
                  "lr_schedule": schedule.state_dict(),
+                 "meter_keys": list(STAT_KEYS),
                  "meter_counts": [log_meter.count, window_meter.count]}
         path = save_checkpoint(ckpt_dir, step, tensors, state)
         prune(ckpt_dir, cfg.keep)
@@ -248,7 +254,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
         save_image(samples_dir / f"samples-{step:08d}.png", make_grid(to_uint8(imgs)))
 
     if resumed_from is None:
-        save_image(samples_dir / "reals.png", make_grid(np.array(data.images[:cfg.n_samples])))
+        # Evenly spaced through the (sorted) files: folders per class all show up.
+        pick = np.linspace(0, len(data.images) - 1, min(cfg.n_samples, len(data.images)))
+        save_image(samples_dir / "reals.png", make_grid(np.array(data.images[pick.astype(int)])))
 
     # --- the loop ---------------------------------------------------------------
     set_lr()
