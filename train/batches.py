@@ -60,9 +60,12 @@ class Batches:
         self.pos += self.batch_size
         return idx
 
-    def next(self, gen: torch.Generator) -> torch.Tensor:
-        """(B, 3, R, R) float32 in [-1, 1] on the device; flips drawn from `gen`."""
-        idx = self._next_indices()
+    def next(self, gen: torch.Generator, part: slice = slice(None)) -> torch.Tensor:
+        """(B, 3, R, R) float32 in [-1, 1] on the device; flips drawn from `gen`.
+
+        `part` keeps a slice of the batch (a rank's share under DDP): the order and
+        the flips are drawn for the whole batch either way, so the streams agree."""
+        idx = self._next_indices()[part]
         if self.data is not None:
             u8 = self.data[idx.to(self.device)]
         else:
@@ -72,7 +75,7 @@ class Batches:
             u8 = rows.to(self.device, non_blocking=True)
         x = u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
         if self.flip:
-            mask = torch.rand(len(x), generator=gen, device=gen.device) < 0.5
+            mask = (torch.rand(self.batch_size, generator=gen, device=gen.device) < 0.5)[part]
             x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
         return x
 

@@ -2,8 +2,11 @@
 
     began train DATA_DIR --out runs/emoji64 --preset paper64 --device cuda
     began train DATA_DIR --out runs/smoke --preset smoke --device cpu
+    torchrun --nproc-per-node 4 $(which began) train DATA_DIR --out runs/x --device cuda
 
 Running the same command again resumes from the newest checkpoint that verifies.
+Under torchrun, --batch-size is the global batch, split over the ranks, and rank
+0 alone writes (see distributed.py).
 
 A run folder holds:
     config.json           the resolved TrainConfig
@@ -16,6 +19,7 @@ A run folder holds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -27,17 +31,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from began.errors import BeganError
+from began.errors import BeganError, UsageError
 from began.files import write_text
 from began.images import make_grid, save_image, to_uint8
 from began.models import build
 
 from .batches import Batches
-from .checkpoint import (load_latest, optimizer_from_flat, optimizer_to_flat, prune,
-                         save_checkpoint)
+from . import distributed
+from .checkpoint import (load_checkpoint, load_latest, optimizer_from_flat, optimizer_to_flat,
+                         prune, save_checkpoint)
 from .config import TrainConfig, incompatible_changes
 from .controller import LRSchedule
-from .data import NoImagesError, Preprocess, load_image_folder
+from .data import ImageSet, NoImagesError, Preprocess, load_image_folder
+from .distributed import Dist
 from .interrupt import StopRequest
 from .progress import Reporter
 from .step import began_step
@@ -61,6 +67,7 @@ class TrainResult:
     m_global: float | None
     checkpoint: Path | None
     resumed_from: int | None
+    weights_sha256: str = ""  # of G, D and k_t: equal on every rank of a DDP run
 
 
 class Meter:
@@ -118,9 +125,14 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path) -> bool:
                 exit_code=2)
     elif run_dir.exists() and not run_dir.is_dir():
         raise BeganError(f"--out {run_dir} is a file", "pass a folder for the run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Rewritten on resume too: --steps and the intervals may have changed.
-    write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        # Rewritten on resume too: --steps and the intervals may have changed.
+        write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    except OSError as e:
+        raise BeganError(f"cannot write the run folder {run_dir} ({e.strerror or e})",
+                         "choose an --out you can write to") from None
     return existed
 
 
@@ -138,28 +150,44 @@ def _truncate_stats(path: Path, step: int) -> None:
     write_text(path, "".join(row + "\n" for row in keep))
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
-          progress: bool | None = None, log: Callable[[str], None] | None = None
-          ) -> TrainResult:
-    """Train (or resume) the run in `run_dir` up to `cfg.steps` steps."""
-    run_dir = Path(run_dir)
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    dev = resolve_device(device)
-    existed = _prepare_run(cfg, run_dir)
-    ckpt_dir, samples_dir = run_dir / "checkpoints", run_dir / "samples"
-    samples_dir.mkdir(exist_ok=True)
+def _on_main(d: Dist, fn: Callable[[], object]) -> object:
+    """Run `fn` on rank 0 only; every rank gets its result, or raises its error."""
+    result, error = None, None
+    if d.is_main:
+        try:
+            result = fn()
+        except BeganError as e:
+            error = (e.message, e.hint, e.exit_code)
+    result, error = d.broadcast((result, error))
+    if error:
+        raise BeganError(*error)
+    return result
 
-    # --- data: decoded once into a uint8 cache, then batches from memory ------
+
+def _load_data(cfg: TrainConfig, run_dir: Path, progress: bool | None,
+               log: Callable[[str], None], d: Dist) -> ImageSet:
+    """Decode the folder into the cache (rank 0 first, the other ranks then read it)."""
     pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
                      resample=cfg.resample)
-    try:
-        data = load_image_folder(cfg.data_dir, pre, workers=cfg.workers or None, progress=progress)
-    except NoImagesError as e:
-        raise BeganError(str(e), "point DATA_DIR at a folder with png, jpg, webp, bmp or gif "
-                                 "images (searched recursively)") from None
-    except (FileNotFoundError, NotADirectoryError) as e:
-        raise BeganError(str(e), "DATA_DIR must be a folder of images") from None
-    write_text(run_dir / "data.json", json.dumps(data.report(), indent=2) + "\n")
+
+    def load() -> ImageSet:
+        try:
+            return load_image_folder(cfg.data_dir, pre, workers=cfg.workers or None,
+                                     progress=progress if d.is_main else False)
+        except NoImagesError as e:
+            raise BeganError(str(e), "point DATA_DIR at a folder with png, jpg, webp, bmp or "
+                                     "gif images (searched recursively)") from None
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise BeganError(str(e), "DATA_DIR must be a folder of images") from None
+
+    if d.active:  # rank 0 builds the cache; then every rank reads it
+        def build_cache() -> None:
+            load()
+
+        _on_main(d, build_cache)
+    data = load()
+    if d.is_main:
+        write_text(run_dir / "data.json", json.dumps(data.report(), indent=2) + "\n")
     log(f"data: {len(data.files)} images at {pre.resolution}x{pre.resolution} from "
         f"{cfg.data_dir}" + (" (cached)" if data.from_cache else ""))
     if data.skipped:
@@ -167,6 +195,31 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
         more = f" and {len(data.skipped) - 5} more" if len(data.skipped) > 5 else ""
         log(f"skipped {len(data.skipped)} files ({shown}{more}); all listed in "
             f"{run_dir / 'data.json'}")
+    return data
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
+          progress: bool | None = None, log: Callable[[str], None] | None = None
+          ) -> TrainResult:
+    """Train (or resume) the run in `run_dir` up to `cfg.steps` steps (under torchrun
+    too: the process group comes from the environment)."""
+    d, device = distributed.from_env(device)
+    try:
+        return _train(cfg, Path(run_dir), device, progress, log, d)
+    finally:
+        distributed.shutdown(d)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
+           log: Callable[[str], None] | None, d: Dist) -> TrainResult:
+    if cfg.batch_size % d.world:
+        raise UsageError(f"--batch-size {cfg.batch_size} does not split over {d.world} ranks",
+                         f"use a multiple of {d.world}: it is the global batch")
+    log = (log or (lambda msg: print(msg, file=sys.stderr))) if d.is_main else (lambda m: None)
+    dev = resolve_device(device)
+    existed = _on_main(d, lambda: _prepare_run(cfg, run_dir))
+    ckpt_dir, samples_dir = run_dir / "checkpoints", run_dir / "samples"
+    data = _load_data(cfg, run_dir, progress, log, d)
 
     # --- model, optimisers, random streams ------------------------------------
     torch.manual_seed(cfg.seed)  # weight init only; everything after has its own generator
@@ -174,7 +227,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     G, D = G.to(dev), D.to(dev)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    # Every rank draws the global batch's z, flips and data order from identically seeded
+    # generators and keeps its slice: together they compute the single-process update.
     gen = torch.Generator(dev).manual_seed(cfg.seed + 1)  # z and flips, on the device
+    part = d.local_slice(cfg.batch_size)
     batches = Batches(data.images, cfg.batch_size, dev, seed=cfg.seed + 2, flip=cfg.flip,
                       on_device=cfg.data_on_device)
     fixed_z = _uniform(cfg.n_samples, cfg.model.z_dim,
@@ -186,12 +242,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     step = 0
 
     # --- resume from the newest checkpoint that verifies -----------------------
+    def newest_good() -> str | None:
+        found = load_latest(ckpt_dir, warn=lambda m: log(f"warning: {m}"))
+        if found is None and existed:  # stopped before its first checkpoint: start over
+            _truncate_stats(run_dir / "stats.jsonl", 0)
+        return None if found is None else str(found[0])
+
     resumed_from = None
-    found = load_latest(ckpt_dir, warn=lambda m: log(f"warning: {m}"))
-    if found is None and existed:  # stopped before its first checkpoint: start over
-        _truncate_stats(run_dir / "stats.jsonl", 0)
-    if found is not None:
-        path, tensors, state = found
+    resume_path = _on_main(d, newest_good)
+    if resume_path is not None:
+        path = Path(resume_path)
+        tensors, state = load_checkpoint(path)
         try:
             G.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("G.")})
             D.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("D.")})
@@ -218,7 +279,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
         log_meter.count, window_meter.count = state["meter_counts"]
         schedule.load_state_dict(state["lr_schedule"])
         step = resumed_from = state["step"]
-        _truncate_stats(run_dir / "stats.jsonl", step)
+        if d.is_main:
+            _truncate_stats(run_dir / "stats.jsonl", step)
         log(f"resumed from {path.name} (step {step}, k_t {k.item():.4f}, "
             f"lr {schedule.lr_g:.2e})")
 
@@ -227,11 +289,25 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def checkpoint() -> Path:
+    def on_disk(what: str, write: Callable[[], object]) -> object:
+        """Rank 0's writes; a full disk or a lost permission is one clear error."""
+        if not d.is_main:
+            return None
+        try:
+            return write()
+        except OSError as e:
+            resume = f"from {last_ckpt.name}" if last_ckpt else "from its last checkpoint"
+            raise BeganError(f"cannot write {what} in {run_dir} ({e.strerror or e})",
+                             f"free disk space or fix permissions, then rerun the same "
+                             f"command: it resumes {resume}") from None
+
+    def checkpoint() -> Path | None:
         if not all(bool(torch.isfinite(p).all()) for p in (*G.parameters(), *D.parameters())):
             raise BeganError(f"weights became NaN/Inf at step {step}; no checkpoint written over "
                              "the last good one", "resume (it restarts from the last good "
                              "checkpoint) with a lower --lr-g/--lr-d or --gamma")
+        if not d.is_main:
+            return None
         tg, mg = optimizer_to_flat(opt_g, "opt_g")
         td, md = optimizer_to_flat(opt_d, "opt_d")
         tb, mb = batches.state()
@@ -244,26 +320,41 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                  "lr_schedule": schedule.state_dict(),
                  "meter_keys": list(STAT_KEYS),
                  "meter_counts": [log_meter.count, window_meter.count]}
-        path = save_checkpoint(ckpt_dir, step, tensors, state)
-        prune(ckpt_dir, cfg.keep)
-        return path
+
+        def write() -> Path:
+            path = save_checkpoint(ckpt_dir, step, tensors, state)
+            prune(ckpt_dir, cfg.keep)
+            return path
+
+        return on_disk(f"checkpoint {step}", write)
 
     def write_samples() -> None:
+        if not d.is_main:
+            return
         with torch.no_grad():
             imgs = G(fixed_z).float().cpu().numpy()
-        save_image(samples_dir / f"samples-{step:08d}.png", make_grid(to_uint8(imgs)))
+        on_disk("a sample grid", lambda: save_image(
+            samples_dir / f"samples-{step:08d}.png", make_grid(to_uint8(imgs))))
 
+    def write_stats(row: dict) -> None:
+        def append() -> None:
+            with open(run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        on_disk("stats.jsonl", append)
+
+    last_ckpt: Path | None = None
     if resumed_from is None:
         # Evenly spaced through the (sorted) files: folders per class all show up.
         pick = np.linspace(0, len(data.images) - 1, min(cfg.n_samples, len(data.images)))
-        save_image(samples_dir / "reals.png", make_grid(np.array(data.images[pick.astype(int)])))
+        on_disk("reals.png", lambda: save_image(
+            samples_dir / "reals.png", make_grid(np.array(data.images[pick.astype(int)]))))
 
     # --- the loop ---------------------------------------------------------------
     set_lr()
-    last_ckpt: Path | None = None
     ckpt_step = resumed_from
     last_stats: dict | None = None
-    reporter = Reporter(total=cfg.steps, start=step, progress=progress, log=log)
+    reporter = Reporter(total=cfg.steps, start=step, progress=progress, log=log,
+                        enabled=d.is_main)
     t_last, step_last = time.perf_counter(), step
     stop = StopRequest()
     try:
@@ -272,18 +363,21 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                 if cfg.model.vanishing_residual:
                     carry = max(0.0, 1.0 - step / cfg.residual_steps)
                     G.set_carry(carry), D.set_carry(carry)
-                x = batches.next(gen)
-                z_g = _uniform(cfg.batch_size, cfg.model.z_dim, gen, dev)
-                z_d = z_g if cfg.z_shared else _uniform(cfg.batch_size, cfg.model.z_dim, gen, dev)
+                x = batches.next(gen, part)
+                z_g = _uniform(cfg.batch_size, cfg.model.z_dim, gen, dev)[part]
+                z_d = (z_g if cfg.z_shared else
+                       _uniform(cfg.batch_size, cfg.model.z_dim, gen, dev)[part])
                 out = began_step(G, D, opt_g, opt_d, x, z_d, z_g, k, gamma=cfg.gamma,
                                  lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
-                                 z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha)
+                                 z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha,
+                                 reduce=d.mean if d.active else None)
                 k = out.k
                 log_meter.add(out.loss_real, out.loss_fake, out.loss_d, out.loss_cs, out.m_global)
                 window_meter.add(out.m_global)
                 step += 1
 
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                at_log = step % cfg.log_every == 0 or step == cfg.steps
+                if at_log:
                     n_steps = log_meter.count
                     means = dict(zip(STAT_KEYS, log_meter.take()))  # the host sync
                     now = time.perf_counter()
@@ -297,8 +391,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                     last_stats = {"step": step, **means, "k": float(k), "lr_g": schedule.lr_g,
                                   "lr_d": schedule.lr_d, "images_per_s": round(ips, 1),
                                   "epoch": batches.epoch, "steps_averaged": n_steps}
-                    with open(run_dir / "stats.jsonl", "a") as f:
-                        f.write(json.dumps(last_stats) + "\n")
+                    write_stats(last_stats)
                     reporter.update(step, last_stats)
                 if step % cfg.lr_window == 0:
                     if schedule.observe(window_meter.take()[0]):
@@ -309,7 +402,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
                     write_samples()
                 if step % cfg.ckpt_every == 0 or step == cfg.steps:
                     last_ckpt, ckpt_step = checkpoint(), step
-                if stop.signum is not None:  # between steps: the state is consistent
+                # Between steps the state is consistent. Under DDP the ranks agree on when
+                # to stop at log rows only (one tiny all-reduce), not every step.
+                requested = stop.signum is not None
+                if d.active:
+                    requested = at_log and d.any(requested, dev)
+                if requested:
                     if ckpt_step != step:
                         last_ckpt, ckpt_step = checkpoint(), step
                     raise Interrupted(step, last_ckpt, stop.exit_code)
@@ -318,7 +416,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
 
     return TrainResult(run_dir=run_dir, step=step, k=float(k),
                        m_global=None if last_stats is None else last_stats["m_global"],
-                       checkpoint=last_ckpt, resumed_from=resumed_from)
+                       checkpoint=last_ckpt, resumed_from=resumed_from,
+                       weights_sha256=_digest(G, D, k))
+
+
+def _digest(G: torch.nn.Module, D: torch.nn.Module, k: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for name, t in [*G.state_dict().items(), *D.state_dict().items(), ("k", k)]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 __all__ = ["Interrupted", "TrainResult", "resolve_device", "train"]

@@ -15,9 +15,9 @@ def stats_line(s: dict[str, Any], total: int) -> str:
 
 class Reporter:
     def __init__(self, total: int, start: int, progress: bool | None,
-                 log: Callable[[str], None]):
-        self.total, self.start, self.log = total, start, log
-        self.use_bar = sys.stderr.isatty() if progress is None else progress
+                 log: Callable[[str], None], enabled: bool = True):
+        self.total, self.start, self.log, self.enabled = total, start, log, enabled
+        self.use_bar = enabled and (sys.stderr.isatty() if progress is None else progress)
         self._bar = None
 
     def __enter__(self) -> "Reporter":
@@ -35,6 +35,8 @@ class Reporter:
         return self
 
     def update(self, step: int, stats: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         if self._bar is None:
             self.log(stats_line(stats, self.total))
             return

@@ -17,6 +17,7 @@ own loss. D's fake term sees G's output detached.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -57,7 +58,11 @@ def began_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, x: torch.Tensor, z_d: torch.Tensor,
                z_g: torch.Tensor, k: torch.Tensor, *, gamma: float, lambda_k: float,
                k_max: float = 1.0, eta: int = 1, z_shared: bool = False,
-               cs_alpha: float = 0.0) -> StepOut:
+               cs_alpha: float = 0.0,
+               reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
+               ) -> StepOut:
+    """One simultaneous update of G and D. `reduce` averages tensors over data-parallel
+    ranks (gradients and the loss terms, so every rank's k_t update is the same)."""
     g_params = [p for p in G.parameters()]
     d_params = [p for p in D.parameters()]
 
@@ -80,6 +85,12 @@ def began_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
         loss_cs = latent_constraint(z_d, h_fake_d)
         loss_d = loss_d + cs_alpha * loss_cs
     d_grads = torch.autograd.grad(loss_d, d_params)
+    if reduce is not None:  # one flat all-reduce: G's grads, D's grads, the loss terms
+        terms = torch.stack([loss_real.detach(), loss_fake.detach(), loss_d.detach(),
+                             loss_cs.detach()])
+        out = reduce([*g_grads, *d_grads, terms])
+        g_grads, d_grads = out[:len(g_params)], out[len(g_params):-1]
+        loss_real, loss_fake, loss_d, loss_cs = out[-1].unbind()
 
     _set_grads(g_params, g_grads)
     _set_grads(d_params, d_grads)

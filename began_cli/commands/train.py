@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -56,6 +57,8 @@ def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
         where = f"; resume point {e.checkpoint}" if e.checkpoint else "; no checkpoint yet"
         raise BeganError(f"interrupted at step {e.step}{where}",
                          "rerun the same command to resume", e.exit_code) from None
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
     m = "" if result.m_global is None else f", M_global {result.m_global:.4f}"
     print(f"done: step {result.step}, k_t {result.k:.4f}{m}; run in {result.run_dir}",
           file=sys.stderr)
