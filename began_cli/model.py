@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, load_bundle
+from .bundle import REEXPORT, Bundle, BundleError, load_bundle
 from .errors import BeganError, UsageError
 from .runtime import Provider, resolve, session
 
@@ -82,8 +82,19 @@ class Model:
                 self.provider = Provider("cpu", reason=f"CUDA not used: {e.message}", auto=True)
                 self._sessions.clear()
                 s = session(self.bundle.path(graph, self.graph_precision(graph)), self.provider)
+            self._check(graph, s)
             self._sessions[graph] = s
         return self._sessions[graph]
+
+    def _check(self, graph: str, s) -> None:
+        """The file must be the graph the manifest says: right role, inputs and outputs.
+        (The sha256 proves the file is the one exported, not that the export was ours.)"""
+        meta = s.get_modelmeta().custom_metadata_map
+        io = self.bundle.manifest.get("graphs", {}).get(graph, {})
+        names = ([i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
+        if meta.get("began.graph") != graph or names != (io.get("inputs"), io.get("outputs")):
+            raise BundleError(f"{self.bundle.path(graph).name} in {self.bundle.root} is not a "
+                              f"began {graph} graph", REEXPORT)
 
     def run(self, graph: str, *inputs: np.ndarray) -> list[np.ndarray]:
         """One call of a graph on a batch; float32 in, float32 out."""

@@ -297,12 +297,21 @@ def test_sample_outdir_partial_failure_exits_3(capsys, tiny_bundle, tmp_path):
 
 
 def test_invert_all_inputs_failing_is_one_fatal_error(capsys, tiny_bundle, tmp_path):
-    code, _, err = cli(capsys, "invert", tmp_path / "missing.png", "--outdir", tmp_path / "o",
-                       "-m", tiny_bundle, "-q")
+    missing = tmp_path / "missing.png"
+    code, _, err = cli(capsys, "invert", missing, "--outdir", tmp_path / "o", "-m",
+                       tiny_bundle, "-q")
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: {missing}: no such file",
+        "hint: pass an image file the model can read (png, jpg, webp, bmp, gif, ...)"]
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    code, _, err = cli(capsys, "invert", missing, tmp_path / "junk.png", "--outdir",
+                       tmp_path / "o", "-m", tiny_bundle, "-q")
     assert code == 1
     assert err.splitlines()[-2:] == [
-        "error: none of the 1 images could be inverted",
+        "error: none of the 2 images could be inverted",
         "hint: check the paths and that the files are images"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_out_dash_writes_png_to_stdout(app, capsysbinary, tiny_bundle, tmp_path, monkeypatch):

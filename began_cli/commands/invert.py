@@ -68,7 +68,6 @@ def invert(
     # fp32 by default: the refinement's gradient graph is fp32, and PSNR is reported.
     m = open_model(model, device, "fp32" if precision == "auto" else precision, o)
     pre = preprocess_for(m.bundle)
-    ensure_dir(outdir)
 
     stems = unique_stems([s.name for s in sources])
     targets = [(outdir / f"{st}.z.npy", outdir / f"{st}.recon.png") for st in stems]
@@ -81,9 +80,13 @@ def invert(
             images.append(read(sources[i], pre))
             kept.append(i)
         except ValueError as e:
+            if len(todo) == 1:  # one input: its reason is the error
+                raise BeganError(f"{sources[i].name}: {e}", "pass an image file the model can "
+                                 "read (png, jpg, webp, bmp, gif, ...)") from None
             failed += 1
             o.say(f"error: {sources[i].name}: {e}")
     if images:
+        ensure_dir(outdir)  # only once there is something to write
         x = to_float(np.stack(images))
         bs = batch_size(batch, m)
         t = time.perf_counter()
