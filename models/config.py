@@ -17,11 +17,25 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+class JsonConfig:
+    """to_dict / from_dict for the frozen config dataclasses; unknown keys are refused."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def known_keys(cls, d: dict[str, Any], what: str) -> dict[str, Any]:
+        unknown = set(d) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
+        return dict(d)
+
+
 CHANNELS = 3  # images are RGB; grey or RGBA inputs are converted when decoded
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     resolution: int = opt(64, "image side; any power of two >= 16 (every net ends at 8x8)")
     n: int = opt(64, "filters of the first scale; the encoder's grow linearly: n, 2n, 3n, ...")
     z_dim: int = opt(64, "N_z, the generator's input; z ~ U[-1, 1]^N_z")
@@ -49,13 +63,6 @@ class ModelConfig:
         """Resolutions visited: 8x8 plus one per factor of two above it (64 -> 4)."""
         return int(math.log2(self.resolution)) - 2
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**cls.known_keys(d, "model"))

@@ -10,11 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from began.models.config import ModelConfig, opt
+from began.models.config import JsonConfig, ModelConfig, opt
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     # --- data -----------------------------------------------------------------
     data_dir: str = opt("", "folder of images, searched recursively")
     crop: str = opt("center", "center: square centre crop; pad: pad to square with --background")
@@ -97,16 +97,9 @@ class TrainConfig:
         check(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
-        d = dict(d)
+        d = cls.known_keys(d, "training")
         if "model" in d and isinstance(d["model"], dict):
             d["model"] = ModelConfig.from_dict(d["model"])
         return cls(**d)
