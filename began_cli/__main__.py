@@ -1,0 +1,7 @@
+"""`python -m began ...`, the same as the `began` command."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""Build the model embedded in the package (began_cli/default_model/) from a run.
+
+    python -m began.export.default_model RUN_DIR --test-data DIR [--step N]
+
+Exports the run (fp32 graphs only: the embedded model is small and must be
+small to ship), writes a sample grid, scores it against held-out images and
+measures inversion, then writes MODEL_CARD.md from those measurements and the
+run's own logs. Edit the card's assessment by hand after looking at the grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from began.model import DEFAULT_MODEL
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def began(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "began", *args], check=True, capture_output=True,
+                       text=True)
+    return r.stdout
+
+
+def training_time(run_dir: Path) -> tuple[float, int]:
+    """Seconds of training and steps, from stats.jsonl (rows x steps / images per second)."""
+    seconds, steps, batch = 0.0, 0, json.loads((run_dir / "config.json").read_text())[
+        "batch_size"]
+    for line in (run_dir / "stats.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        seconds += row["steps_averaged"] * batch / max(row["images_per_s"], 1e-9)
+        steps = row["step"]
+    return seconds, steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--test-data", type=Path, required=True)
+    ap.add_argument("--step", type=int)
+    ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--encoder", default="auto")
+    args = ap.parse_args()
+    out = args.out
+    step = ["--step", str(args.step)] if args.step else []
+    manifest = json.loads(began("export", str(args.run), "--out", str(out), "--no-fp16",
+                                "--overwrite", "--device", "cpu", "--encoder", args.encoder,
+                                "--json", "-q", *step))
+    model = ["--model", str(out), "--device", "cpu"]
+    began("sample", "-n", "64", "--out", str(out / "samples.png"), "--overwrite", *model, "-q")
+    score = json.loads(began("score", "--data", str(args.test_data), "-n", "1000", "--json",
+                             *model, "-q"))
+    inv_json = out.parent / "inversion.json"
+    subprocess.run([sys.executable, str(HERE / "bench" / "inversion.py"), "--model", str(out),
+                    "--data", str(args.test_data), "--images", "256", "--json", str(inv_json)],
+                   check=True, capture_output=True)
+    inversion = json.loads(inv_json.read_text())
+    inv_json.unlink()
+    seconds, steps = training_time(args.run)
+    cfg = json.loads((args.run / "config.json").read_text())
+    (out / "MODEL_CARD.md").write_text(card(manifest, score, inversion, cfg, seconds, steps))
+    print(f"wrote {out}")
+
+
+def card(m: dict, score: dict, inv: dict, cfg: dict, seconds: float, steps: int) -> str:
+    t, e = m["training"], m["encoder"]
+    div = score["diversity"]
+    size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+    real = "\n".join(f"| {r['refine_steps']} | {r['psnr']:.2f} | {r['l1']:.4f} | "
+                     f"{r['ms_per_image']:.2f} |" for r in inv["real"])
+    return f"""# Model card: the embedded default model
+
+**What it is for.** Trying the `began` command line on a fresh install, and its tests of the
+real thing: it is a real BEGAN trained by this project's own `began train` and exported by
+`began export`. **It is a weak model** (see the assessment below); the quality issue will
+replace it. Use `--model DIR` for your own.
+
+![64 samples, seeds 0-63](samples.png)
+
+## Data
+Fashion-MNIST (Xiao, Rasul & Vollgraf 2017; MIT licence), the 60,000 training images from
+Debian's `dataset-fashion-mnist` package, written as PNGs by
+`bench/quality/fashion_mnist_pngs.py`: 28x28 grey, converted to RGB and resized to
+{m['model']['resolution']}x{m['model']['resolution']} with Lanczos. Scored against the 10,000
+test images, which training never saw.
+
+## Training
+- Command: `began train fmnist/train --out RUN --preset smoke --resolution 32 --n 16 --z-dim 16
+  --h-dim 16 --batch-size 16 --cs-alpha {cfg['cs_alpha']} --lr-window 500 --steps {steps}
+  --device cpu` (BEGAN-CS latent constraint α = {cfg['cs_alpha']}; γ = {cfg['gamma']},
+  λ_k = {cfg['lambda_k']}, Adam {cfg['lr_g']:g}, β = ({cfg['beta1']}, {cfg['beta2']}))
+- Architecture: n = {m['model']['n']}, N_z = N_h = {m['model']['z_dim']}, {m['model']['repeat']}
+  convs per scale, no skip connections.
+- Steps: {t['step']} (batch {t['batch_size']}); final k_t {t['k']:.4f}, M_global
+  {t['m_global']:.4f} (training log), learning rate {t['lr_g']:g} at the end.
+- Time: {seconds / 3600:.1f} hours of training on a 2-core x86-64 CPU ({platform.python_version()},
+  one torch thread, sharing the machine with other work). No GPU.
+- Bundle: {len(m['files'])} fp32 ONNX graphs, {size:.1f} MB (no fp16 variants).
+
+## Measurements (`began score`, `bench/inversion.py`, onnxruntime CPU)
+| `began score --data fmnist/test -n 1000` | value |
+|---|---|
+| L(x), test images | {score['loss_real']:.4f} |
+| L(G(z)), 1000 samples | {score['loss_fake']:.4f} |
+| balance γL(x) − L(G(z)) | {score['balance']:.4f} |
+| M_global | {score['m_global']:.4f} |
+| diversity, pixels: samples / real / ratio | {div['pixels']['samples']:.3f} / {div['pixels']['real']:.3f} / {div['pixels']['ratio']:.2f} |
+| diversity, D latent: samples / real / ratio | {div['latent_h']['samples']:.3f} / {div['latent_h']['real']:.3f} / {div['latent_h']['ratio']:.2f} |
+
+Inversion ({e['kind']} encoder): on 256 generated images |Enc(G(z)) − z| =
+{inv['generated']['z_l1']:.4f} (0.5 for guessing z = 0), PSNR of G(Enc(G(z))) =
+{inv['generated']['psnr']:.2f} dB. On 256 test images:
+
+| refine steps | PSNR of G(z) vs image (dB) | L1 | ms per image (CPU) |
+|---:|---:|---:|---:|
+{real}
+
+## Assessment
+ASSESSMENT
+
+## Licence
+The weights are derived from Fashion-MNIST (MIT); they are distributed under this project's
+licence (Apache-2.0).
+"""
+
+
+if __name__ == "__main__":
+    main()
