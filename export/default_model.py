@@ -110,8 +110,8 @@ test images, which training never saw.
 | L(G(z)), 1000 samples | {score['loss_fake']:.4f} |
 | balance γL(x) − L(G(z)) | {score['balance']:.4f} |
 | M_global | {score['m_global']:.4f} |
-| diversity, pixels: samples / real / ratio | {div['pixels']['samples']:.3f} / {div['pixels']['real']:.3f} / {div['pixels']['ratio']:.2f} |
-| diversity, D latent: samples / real / ratio | {div['latent_h']['samples']:.3f} / {div['latent_h']['real']:.3f} / {div['latent_h']['ratio']:.2f} |
+| diversity, pixels: samples / real / ratio | {_div(div['pixels'])} |
+| diversity, D latent: samples / real / ratio | {_div(div['latent_h'])} |
 
 Inversion ({e['kind']} encoder): on 256 generated images |Enc(G(z)) − z| =
 {inv['generated']['z_l1']:.4f} (0.5 for guessing z = 0), PSNR of G(Enc(G(z))) =
@@ -128,6 +128,10 @@ ASSESSMENT
 The weights are derived from Fashion-MNIST (MIT); they are distributed under this project's
 licence (Apache-2.0).
 """
+
+
+def _div(d: dict) -> str:
+    return f"{d['samples']:.3f} / {d['real']:.3f} / {d['ratio']:.2f}"
 
 
 if __name__ == "__main__":

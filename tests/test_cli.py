@@ -790,3 +790,21 @@ def test_cli_never_imports_torch(tiny_bundle, tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout == "ok\n" and p.stderr == ""
     assert listing(tmp_path) == {"g.png"}
+
+
+def test_io_binding_path_gives_the_same_outputs(tiny_bundle):
+    """The CUDA path binds inputs and outputs; on the CPU provider it must agree exactly."""
+    from began.bundle import load_bundle
+    from began.model import Model
+    from began.runtime import resolve
+    from began.seeds import z_for_seeds
+
+    z = z_for_seeds(list(range(5)), 16)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 16, 16)).astype(np.float32)
+    plain = Model(load_bundle(tiny_bundle), resolve("cpu"), io_binding=False)
+    bound = Model(load_bundle(tiny_bundle), resolve("cpu"), io_binding=True)
+    assert np.array_equal(plain.generate(z), bound.generate(z))
+    for a, b in zip(plain.autoencode(x), bound.autoencode(x)):
+        assert np.array_equal(a, b)
+    for a, b in zip(plain.run("invert_grad", z[:3], x), bound.run("invert_grad", z[:3], x)):
+        assert np.array_equal(a, b)
