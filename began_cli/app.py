@@ -78,6 +78,8 @@ def run(argv: list[str]) -> int:
     try:
         # standalone_mode=False: click returns typer.Exit's code instead of exiting.
         rv = make_app()(args=argv, prog_name="began", standalone_mode=False)
+        if rv == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
+            print("interrupted", file=sys.stderr)
         return rv if isinstance(rv, int) else 0
     except ClickUsageError as e:
         where = e.ctx.command_path if e.ctx else "began"

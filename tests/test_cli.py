@@ -808,3 +808,27 @@ def test_io_binding_path_gives_the_same_outputs(tiny_bundle):
         assert np.array_equal(a, b)
     for a, b in zip(plain.run("invert_grad", z[:3], x), bound.run("invert_grad", z[:3], x)):
         assert np.array_equal(a, b)
+
+
+def test_ctrl_c_exits_130_and_leaves_only_whole_files(tiny_bundle, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "big"
+    p = subprocess.Popen([sys.executable, "-m", "began", "sample", "-n", "100000", "--outdir",
+                          str(out), "-m", str(tiny_bundle), "-q"], stderr=subprocess.PIPE,
+                         text=True)
+    while not (out.exists() and len(list(out.iterdir())) > 50):
+        assert p.poll() is None, p.stderr.read()
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.strip() == "interrupted"
+    files = list(out.iterdir())
+    assert 50 < len(files) < 100000
+    assert not [f for f in files if not f.name.startswith("seed")]  # no temp files
+    for f in files:
+        with Image.open(f) as im:
+            im.load()
