@@ -84,7 +84,7 @@ def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str,
 
 
 def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
-               encoder: str = "auto", fit_steps: int = 2000, device: str = "auto",
+               encoder: str = "fit", fit_steps: int = 2000, device: str = "auto",
                data_dir: str | None = None, fp16: bool = True, overwrite: bool = False,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the bundle for `run_dir` at `out`; returns its manifest."""
@@ -92,11 +92,11 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise BeganError(f"{out} already exists",
                          "pass --overwrite to replace it, or another --out")
-    if encoder not in ("auto", "fit", "d"):
-        raise UsageError(f"unknown encoder {encoder!r}", "use auto, fit or d")
+    if encoder not in ("fit", "d"):
+        raise UsageError(f"unknown encoder {encoder!r}", "use fit or d")
     snap = load_run(run_dir, step)
     cfg = snap.cfg
-    kind = encoder if encoder != "auto" else ("d" if cfg.cs_alpha > 0 else "fit")
+    kind = encoder
     if kind == "d" and cfg.model.h_dim != cfg.model.z_dim:
         raise UsageError(f"D's encoder gives N_h = {cfg.model.h_dim} values, G takes N_z = "
                          f"{cfg.model.z_dim}", "use --encoder fit")

@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--test-data", type=Path, required=True)
     ap.add_argument("--step", type=int)
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
-    ap.add_argument("--encoder", default="auto")
+    ap.add_argument("--encoder", default="fit")
     args = ap.parse_args()
     out = args.out
     step = ["--step", str(args.step)] if args.step else []

@@ -222,11 +222,12 @@ def test_bad_step_and_encoder_values(trained, tmp_path):
                 "--no-fp16"]) == 0  # N_h == N_z: D's encoder is allowed, if not useful
 
 
-def test_began_cs_run_exports_d_encoder_by_default(image_folder, tmp_path, capsys):
+def test_began_cs_run_exports_d_encoder(image_folder, tmp_path, capsys):
     out, model = tmp_path / "cs", tmp_path / "cs-model"
     assert run(["train", str(image_folder), "--out", str(out), "--preset", "smoke", "--device",
                 "cpu", "--steps", "10", "--cs-alpha", "0.1", "--no-progress"]) == 0
-    assert run(["export", str(out), "--out", str(model), "--no-fp16", "--json"]) == 0
+    assert run(["export", str(out), "--out", str(model), "--no-fp16", "--encoder", "d",
+                "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["encoder"]["kind"] == "d" and manifest["training"]["cs_alpha"] == 0.1
     assert set(manifest["files"]) == {"generator.onnx", "encoder.onnx", "autoencoder.onnx",

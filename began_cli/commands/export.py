@@ -19,10 +19,10 @@ def export(
                              help="Bundle folder to write (written whole, or not at all)."),
     step: Optional[int] = typer.Option(None, metavar="N",
                                        help="Checkpoint step to export [default: the newest]."),
-    encoder: str = typer.Option("auto", metavar="auto|fit|d",
-                                help="Inversion encoder: fit one with G frozen, or D's own "
-                                     "(runs trained with --cs-alpha); auto picks d for "
-                                     "BEGAN-CS runs, fit otherwise."),
+    encoder: str = typer.Option("fit", metavar="fit|d",
+                                help="Inversion encoder: fit a copy of D's encoder with G frozen "
+                                     "(best measured, BEGAN-CS runs included), or D's own (only "
+                                     "meaningful for runs trained with --cs-alpha)."),
     fit_steps: int = typer.Option(2000, min=1, metavar="N",
                                   help="Steps of the encoder fit (batch 64)."),
     data: Optional[Path] = typer.Option(None, metavar="DIR",
