@@ -78,10 +78,12 @@ def plan_writes(paths: Sequence[Path], overwrite: bool, skip_existing: bool) -> 
         return [True] * len(paths)
     if skip_existing:
         return [not e for e in exists]
-    first = next(p for p, e in zip(paths, exists) if e)
-    more = sum(exists) - 1
-    raise BeganError(f"{first} already exists" + (f" (and {more} more of the outputs)"
-                                                   if more else ""),
+    refuse_existing(next(p for p, e in zip(paths, exists) if e), sum(exists))
+
+
+def refuse_existing(first: Path, count: int) -> None:
+    raise BeganError(f"{first} already exists" + (f" (and {count - 1} more of the outputs)"
+                                                   if count > 1 else ""),
                      "pass --overwrite to replace, or --skip-existing to keep existing files")
 
 

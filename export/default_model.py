@@ -28,15 +28,14 @@ def began(*args: str) -> str:
     return r.stdout
 
 
-def training_time(run_dir: Path) -> tuple[float, int]:
-    """Seconds of training and steps, from stats.jsonl (rows x steps / images per second)."""
-    seconds, steps, batch = 0.0, 0, json.loads((run_dir / "config.json").read_text())[
-        "batch_size"]
+def training_time(run_dir: Path, until: int) -> float:
+    """Seconds of training up to step `until`, from stats.jsonl (steps / images per second)."""
+    seconds, batch = 0.0, json.loads((run_dir / "config.json").read_text())["batch_size"]
     for line in (run_dir / "stats.jsonl").read_text().splitlines():
         row = json.loads(line)
-        seconds += row["steps_averaged"] * batch / max(row["images_per_s"], 1e-9)
-        steps = row["step"]
-    return seconds, steps
+        if row["step"] <= until:
+            seconds += row["steps_averaged"] * batch / max(row["images_per_s"], 1e-9)
+    return seconds
 
 
 def main() -> None:
@@ -62,13 +61,13 @@ def main() -> None:
                    check=True, capture_output=True)
     inversion = json.loads(inv_json.read_text())
     inv_json.unlink()
-    seconds, steps = training_time(args.run)
+    seconds = training_time(args.run, manifest["training"]["step"])
     cfg = json.loads((args.run / "config.json").read_text())
-    (out / "MODEL_CARD.md").write_text(card(manifest, score, inversion, cfg, seconds, steps))
+    (out / "MODEL_CARD.md").write_text(card(manifest, score, inversion, cfg, seconds))
     print(f"wrote {out}")
 
 
-def card(m: dict, score: dict, inv: dict, cfg: dict, seconds: float, steps: int) -> str:
+def card(m: dict, score: dict, inv: dict, cfg: dict, seconds: float) -> str:
     t, e = m["training"], m["encoder"]
     div = score["diversity"]
     size = sum(f["bytes"] for f in m["files"].values()) / 1e6
@@ -91,9 +90,11 @@ Debian's `dataset-fashion-mnist` package, written as PNGs by
 test images, which training never saw.
 
 ## Training
-- Command: `began train fmnist/train --out RUN --preset smoke --resolution 32 --n 16 --z-dim 16
-  --h-dim 16 --batch-size 16 --cs-alpha {cfg['cs_alpha']} --lr-window 500 --steps {steps}
-  --device cpu` (BEGAN-CS latent constraint α = {cfg['cs_alpha']}; γ = {cfg['gamma']},
+- Command: `began train fmnist/train --out RUN --preset smoke --resolution {cfg['model'][
+  'resolution']} --n {cfg['model']['n']} --z-dim {cfg['model']['z_dim']} --h-dim {cfg['model'][
+  'h_dim']} --batch-size {cfg['batch_size']} --gamma {cfg['gamma']} --cs-alpha {cfg['cs_alpha']}
+  --lr-window {cfg['lr_window']} --steps {cfg['steps']} --device cpu`, exported at step
+  {t['step']} (BEGAN-CS latent constraint α = {cfg['cs_alpha']}; γ = {cfg['gamma']},
   λ_k = {cfg['lambda_k']}, Adam {cfg['lr_g']:g}, β = ({cfg['beta1']}, {cfg['beta2']}))
 - Architecture: n = {m['model']['n']}, N_z = N_h = {m['model']['z_dim']}, {m['model']['repeat']}
   convs per scale, no skip connections.

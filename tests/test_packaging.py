@@ -1,5 +1,6 @@
 """What `pip install` puts on disk, and what the CLI side may import."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,9 @@ def test_wheel_installs_one_namespace_only(wheel):
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == {"began"}, tops
     names = set(wheel.namelist())
+    manifest = json.loads((REPO / "began_cli" / "default_model" / "manifest.json").read_text())
+    for name in [*manifest["files"], "manifest.json", "MODEL_CARD.md", "samples.png"]:
+        assert f"began/default_model/{name}" in names  # the embedded model ships whole
     for module in ("began/__init__.py", "began/app.py", "began/commands/train.py",
                    "began/models/began.py", "began/models/config.py", "began/train/loop.py",
                    "began/train/data.py", "began/export/__init__.py"):

@@ -15,6 +15,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +23,8 @@ import typer
 
 from ..errors import EXIT_PARTIAL, BeganError, UsageError
 from ..images import make_grid, to_uint8
-from ..output import Out, encode, ensure_dir, output_format, plan_writes, write_bytes
+from ..output import (Out, encode, ensure_dir, output_format, plan_writes, refuse_existing,
+                      write_bytes)
 from ..seeds import parse_seeds, seed_range, z_for_seeds
 from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt,
                      QuietOpt, SkipOpt, batch_size, open_model)
@@ -93,18 +95,28 @@ def sample(
     write_bytes(target, data)
     if str(target) != "-":
         o.say(f"wrote {target} ({len(seed_list)} images, {m.resolution}x{m.resolution})")
-    o.record({"path": str(target), "seeds": seed_list, "provider": m.provider.name,
+    o.record({"path": str(target), "seeds": list(seed_list), "provider": m.provider.name,
               "ms": round(ms, 2)})
 
 
-def _write_files(m, seed_list: list[int], outdir: Path, fmt: str, truncation: float, bs: int,
-                 overwrite: bool, skip_existing: bool, o: Out) -> int:
+def _write_files(m, seed_list: Sequence[int], outdir: Path, fmt: str, truncation: float,
+                 bs: int, overwrite: bool, skip_existing: bool, o: Out) -> int:
+    """Stream seeds through generation and a writer pool; nothing here grows with n."""
     ensure_dir(outdir)
-    paths = [outdir / seed_name(s, fmt) for s in seed_list]
-    todo = [(s, p) for s, p, w in zip(seed_list, paths, plan_writes(paths, overwrite,
-                                                                      skip_existing)) if w]
-    if len(todo) < len(paths):
-        o.say(f"keeping {len(paths) - len(todo)} existing files in {outdir}")
+
+    def wanted(seeds: Sequence[int]) -> list[tuple[int, Path]]:
+        pairs = [(s, outdir / seed_name(s, fmt)) for s in seeds]
+        return pairs if overwrite else [(s, p) for s, p in pairs if not p.exists()]
+
+    existing = 0 if overwrite else sum(
+        len(seed_list[i:i + bs]) - len(wanted(seed_list[i:i + bs]))
+        for i in range(0, len(seed_list), bs))
+    if existing and not skip_existing:
+        first = next(p for s in seed_list if (p := outdir / seed_name(s, fmt)).exists())
+        refuse_existing(first, existing)
+    if existing:
+        o.say(f"keeping {existing} existing files in {outdir}")
+    total = len(seed_list) - existing
     failed = 0
     workers = min(8, os.cpu_count() or 1)
     per_task = 16  # images per pool task: fewer futures, same overlap
@@ -132,9 +144,11 @@ def _write_files(m, seed_list: list[int], outdir: Path, fmt: str, truncation: fl
             advance()
             o.record({"path": str(path), "seed": s, "provider": m.provider.name, "ms": ms})
 
-    with o.progress(len(todo), "sample") as advance, ThreadPoolExecutor(workers) as pool:
-        for i in range(0, len(todo), bs):
-            chunk = todo[i:i + bs]
+    with o.progress(total, "sample") as advance, ThreadPoolExecutor(workers) as pool:
+        for i in range(0, len(seed_list), bs):
+            chunk = wanted(seed_list[i:i + bs])
+            if not chunk:
+                continue
             t = time.perf_counter()
             images = m.generate(z_for_seeds([s for s, _ in chunk], m.z_dim, truncation),
                                 batch_size=bs)
@@ -147,7 +161,7 @@ def _write_files(m, seed_list: list[int], outdir: Path, fmt: str, truncation: fl
                     settle(advance)
         while pending:
             settle(advance)
-    written = len(todo) - failed
+    written = total - failed
     o.say(f"wrote {written} files to {outdir}" + (f"; {failed} failed" if failed else ""))
     if failed:
         return EXIT_PARTIAL if written else 1
