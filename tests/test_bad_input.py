@@ -258,3 +258,86 @@ def test_damaged_model_folders(tiny_bundle, tmp_path_factory, capsys, image_fold
         assert_clean_failure(code, err, (1,))
     assert not (work / "g.png").exists() and not (work / "i.png").exists()
     assert not out.exists() or not list(out.iterdir())
+
+
+# --- training data folders ----------------------------------------------------------
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(broken=st.lists(broken_file(), min_size=0, max_size=4), good=st.integers(0, 3))
+def test_training_data_folders(image_folder, tmp_path_factory, capsys, broken, good):
+    work = tmp_path_factory.mktemp("data")
+    data = work / "data"
+    data.mkdir()
+    for i, (_, raw) in enumerate(broken):
+        (data / f"bad{i}.png").write_bytes(raw)
+    for p in sorted(image_folder.iterdir())[:good]:
+        shutil.copy(p, data / p.name)
+    code, _, err = cli(capsys, ["train", data, "--out", work / "run", "--preset", "smoke",
+                                "--device", "cpu", "--steps", 1, "--no-progress"])
+    report = work / "run" / "data.json"
+    if good:
+        assert code == 0, err
+        r = json.loads(report.read_text())
+        # A random byte string can, rarely, be a real image: count what was kept.
+        assert r["count"] >= good and r["count"] + r["n_skipped"] == good + len(broken)
+    else:
+        ok_by_chance = code == 0 and json.loads(report.read_text())["count"] > 0
+        if not ok_by_chance:
+            assert_clean_failure(code, err, (1,))
+            assert not (work / "run" / "checkpoints").exists()
+
+
+# --- began export ---------------------------------------------------------------------
+
+@st.composite
+def damaged_run(draw):
+    return (draw(st.sampled_from(["no_config", "flip_ckpt", "truncate_ckpt", "no_ckpts",
+                                  "bad_step", "file_not_run"])),
+            draw(st.integers(-3, 10**6)))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=damaged_run())
+def test_export_of_damaged_runs(tiny_run, tmp_path_factory, capsys, case):
+    how, n = case
+    work = tmp_path_factory.mktemp("export")
+    run_dir = work / "run"
+    shutil.copytree(tiny_run, run_dir)
+    ckpt = run_dir / "checkpoints" / "ckpt-00000020.safetensors"
+    step = []
+    if how == "no_config":
+        (run_dir / "config.json").unlink()
+    elif how == "flip_ckpt":
+        raw = bytearray(ckpt.read_bytes())
+        raw[n % len(raw)] ^= 0x5A
+        ckpt.write_bytes(bytes(raw))
+    elif how == "truncate_ckpt":
+        ckpt.write_bytes(ckpt.read_bytes()[:n % ckpt.stat().st_size])
+    elif how == "no_ckpts":
+        shutil.rmtree(run_dir / "checkpoints")
+    elif how == "bad_step":
+        step = ["--step", n if n not in (10, 20) else n + 1]
+    else:
+        run_dir = work / "afile"
+        run_dir.write_text("not a run")
+    out = work / "model"
+    code, _, err = cli(capsys, ["export", run_dir, "--out", out, "--fit-steps", 1, "-q",
+                                *step])
+    if how == "flip_ckpt" and code == 0:
+        raise AssertionError("a flipped byte must fail the checksum")
+    assert_clean_failure(code, err, (1, 2))
+    assert not out.exists() and not list(work.glob(".model.*"))
+
+
+def test_export_trusts_the_checkpoint_not_config_json(tiny_run, tmp_path, capsys):
+    """config.json only marks a run folder; the exported config is the checkpoint's own,
+    which its sha256 covers, so garbage in config.json does not change the bundle."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "config.json").write_bytes(b"\x00garbage{")
+    code, out, err = cli(capsys, ["export", run_dir, "--out", tmp_path / "m", "--fit-steps", 1,
+                                  "--no-fp16", "--json", "-q"])
+    assert code == 0, err
+    assert json.loads(out)["model"]["resolution"] == 16
