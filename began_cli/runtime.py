@@ -23,8 +23,8 @@ from pathlib import Path
 
 from .errors import BeganError, UsageError
 
-CUDA_HINT = ("pip install 'began[cuda]' (the CUDA and cuDNN libraries onnxruntime-gpu needs), "
-             "or use --device cpu")
+CUDA_HINT = ("install the cuda extra (the CUDA and cuDNN libraries onnxruntime-gpu needs): "
+             "pip install 'began[cuda]' ('.[cuda]' from a checkout), or use --device cpu")
 
 
 @dataclass(frozen=True)

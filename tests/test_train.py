@@ -222,8 +222,8 @@ def test_train_without_torch_names_the_extra(tmp_path):
     assert r.returncode == 1, r.stderr
     assert r.stderr.splitlines() == [
         "error: training needs PyTorch, which is not installed",
-        "hint: pip install 'began[train]' (for a GPU, first install a CUDA build of torch "
-        "from https://pytorch.org)"]
+        "hint: install the train extra: pip install 'began[train]' ('.[train]' from a "
+        "checkout); for a GPU, first a CUDA build of torch from https://pytorch.org"]
 
 
 def test_help_and_dry_run_work_without_torch(tmp_path):

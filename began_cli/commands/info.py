@@ -68,7 +68,7 @@ def _print(r: dict) -> None:
               f"provider   {r['provider']}: {r['provider_reason']}"]
     if r["cuda"]["missing_libraries"]:
         lines.append(f"cuda       missing: {', '.join(r['cuda']['missing_libraries'])} "
-                     "(pip install 'began[cuda]')")
+                     "(install the cuda extra: pip install 'began[cuda]')")
     # The report is the command's output: stdout, so `began info | less` works.
     print("\n".join(lines))
 

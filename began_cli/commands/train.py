@@ -19,8 +19,8 @@ import typer
 
 from ..errors import BeganError, UsageError
 
-TORCH_HINT = ("pip install 'began[train]' (for a GPU, first install a CUDA build of torch "
-              "from https://pytorch.org)")
+TORCH_HINT = ("install the train extra: pip install 'began[train]' ('.[train]' from a checkout); "
+              "for a GPU, first a CUDA build of torch from https://pytorch.org")
 
 
 def _config_fields() -> list[tuple[str, dataclasses.Field, str]]:
