@@ -94,10 +94,10 @@ def interpolate(
         z = z_for_seeds(seed_list, m.z_dim)
         x = m.generate(z) if space == "d" else None
     else:
-        pixels = []
+        pixels, pre = [], preprocess_for(m.bundle)
         for s in sources:
             try:
-                pixels.append(read(s, preprocess_for(m.bundle)))
+                pixels.append(read(s, pre))
             except ValueError as e:
                 raise UsageError(f"{s.name}: {e}", "interpolate needs every image it names"
                                  ) from None
