@@ -18,9 +18,14 @@ from PIL import Image
 
 from began.app import run
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+def fuzz(examples: int):
+    """Reproducible runs of `examples` cases (derandomized, so CI sees the same ones)."""
+    return settings(max_examples=examples, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+
+FUZZ = fuzz(150)
 
 
 def cli(capsys, args):
@@ -210,8 +215,7 @@ def foreign_onnx() -> bytes:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz(60)
 @given(case=damaged_bundle())
 def test_damaged_model_folders(tiny_bundle, tmp_path_factory, capsys, image_folder, case):
     from began.bundle import sha256_file
@@ -262,8 +266,7 @@ def test_damaged_model_folders(tiny_bundle, tmp_path_factory, capsys, image_fold
 
 # --- training data folders ----------------------------------------------------------
 
-@settings(max_examples=20, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz(20)
 @given(broken=st.lists(broken_file(), min_size=0, max_size=4), good=st.integers(0, 3))
 def test_training_data_folders(image_folder, tmp_path_factory, capsys, broken, good):
     work = tmp_path_factory.mktemp("data")
@@ -297,8 +300,7 @@ def damaged_run(draw):
             draw(st.integers(-3, 10**6)))
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz(30)
 @given(case=damaged_run())
 def test_export_of_damaged_runs(tiny_run, tmp_path_factory, capsys, case):
     how, n = case

@@ -11,10 +11,9 @@ import subprocess
 import sys
 import time
 
-import torch
-
 from began.app import run
-from began.train.checkpoint import list_checkpoints, load_checkpoint
+from began.train.checkpoint import list_checkpoints
+from checks import assert_same_state, checkpoint_at
 
 STEPS = 40
 BASE = ["--preset", "smoke", "--device", "cpu", "--no-progress"]
@@ -66,16 +65,7 @@ def wait_for_step(proc, out, step, timeout=120) -> None:
 
 
 def final(out):
-    return load_checkpoint(out / "checkpoints" / f"ckpt-{STEPS:08d}.safetensors")
-
-
-def assert_same(a, b):
-    (ta, sa), (tb, sb) = a, b
-    assert set(ta) == set(tb)
-    for key in ta:
-        assert torch.equal(ta[key], tb[key]), key
-    assert {k: v for k, v in sa.items() if k != "config"} == \
-        {k: v for k, v in sb.items() if k != "config"}
+    return checkpoint_at(out, STEPS)
 
 
 def test_kill_9_anywhere_then_rerun_finishes_bit_exact(image_folder, tmp_path):
@@ -105,7 +95,7 @@ def test_kill_9_anywhere_then_rerun_finishes_bit_exact(image_folder, tmp_path):
     assert proc.returncode == 0, err
     assert "resumed from ckpt-00000030" in err
     assert not list((out / "checkpoints").glob("*.tmp"))  # the torn write was swept away
-    assert_same(final(out), final(ref))
+    assert_same_state(final(out), final(ref))
     rows = [json.loads(r)["step"] for r in (out / "stats.jsonl").read_text().splitlines()]
     assert rows == list(range(1, STEPS + 1))  # no duplicate or lost rows after resumes
     print(f"killed at logged steps {kills}, then mid-write of checkpoint 35")

@@ -13,6 +13,7 @@ import torch
 
 from began.app import run
 from began.train.checkpoint import load_checkpoint
+from checks import assert_same_state, checkpoint_at
 
 # Small enough for CI, but crossing epochs (48 images / batch 8), lr decays
 # (window 4, patience 1, a 50% bar to count as progress), log rows (every 3) and
@@ -31,16 +32,7 @@ def stats(out):
     return [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
 
 
-def final_state(out, step):
-    return load_checkpoint(out / "checkpoints" / f"ckpt-{step:08d}.safetensors")
-
-
-def assert_same_state(a, b):
-    (ta, sa), (tb, sb) = a, b
-    assert set(ta) == set(tb)
-    for key in ta:
-        assert torch.equal(ta[key], tb[key]), key
-    assert sa == sb
+final_state = checkpoint_at
 
 
 def test_short_run_learns(image_folder, tmp_path, capsys):
