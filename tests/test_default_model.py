@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 from PIL import Image
 
 from began.app import run
@@ -28,5 +29,10 @@ def test_sample_uses_it_without_model(tmp_path, monkeypatch, capsys):
     assert rec["seeds"] == list(range(64))
     with Image.open(tmp_path / "grid.png") as im:  # the README's quick start, exactly
         assert im.size == (8 * 34 + 2, 8 * 34 + 2)
-    # The same seeds give the grid shipped beside the model.
-    assert (tmp_path / "grid.png").read_bytes() == (DEFAULT_MODEL / "samples.png").read_bytes()
+    # The same seeds give the grid shipped beside the model. Pixels, not PNG bytes, and within
+    # one 8-bit level: onnxruntime's float results differ by a rounding step between CPUs.
+    ours, shipped = (np.asarray(Image.open(p).convert("RGB"), dtype=np.int16)
+                     for p in (tmp_path / "grid.png", DEFAULT_MODEL / "samples.png"))
+    assert ours.shape == shipped.shape
+    assert np.abs(ours - shipped).max() <= 1
+    assert np.mean(ours != shipped) < 1e-3  # a rounding step, not a different picture
