@@ -12,7 +12,8 @@
   (in_{x+1} = carry * in_x + (1 - carry) * out_x for same-shaped layers, the
   trainer decays `carry` from 1 to 0).
 
-Pixels live in [-1, 1] (centred on zero); outputs are linear, so they may overshoot.
+Pixels live in [-1, 1] (centred on zero); outputs are linear, so they may overshoot,
+unless `out_tanh` puts a tanh on the output of G and of D's decoder (no parameters).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class Decoder(_CarryMixin):
             ConvStack(2 * n if (cfg.skip and i > 0) else n, n, cfg.repeat, cfg.vanishing_residual)
             for i in range(S)
         )
-        self.out = conv3x3(n, CHANNELS)  # linear output
+        self.out = conv3x3(n, CHANNELS)  # linear output (tanh'd with cfg.out_tanh)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         carry = self._carry()
@@ -115,7 +116,8 @@ class Decoder(_CarryMixin):
                     skip = F.interpolate(h0, scale_factor=float(2**i), mode="nearest")
                     x = torch.cat([x, skip], dim=1)
             x = stack(x, carry)
-        return self.out(x)
+        out = self.out(x)
+        return torch.tanh(out) if self.cfg.out_tanh else out
 
 
 class Generator(Decoder):

@@ -45,6 +45,8 @@ class ModelConfig(JsonConfig):
                             "after every upsampling")
     vanishing_residual: bool = opt(False, "vanishing residuals (paper 3.5.1): "
                                           "in' = carry*in + (1-carry)*conv(in), carry 1 -> 0")
+    out_tanh: bool = opt(False, "tanh on the outputs of G and of D's decoder, so both stay in "
+                                "(-1, 1) (off: linear outputs, as in the paper)")
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -54,7 +56,7 @@ class ModelConfig(JsonConfig):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("skip", "vanishing_residual"):
+        for name in ("skip", "vanishing_residual", "out_tanh"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -165,3 +165,33 @@ def test_discriminator_is_an_autoencoder_through_h():
     D = Discriminator(cfg)
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(D(x), D.decode(D.encode(x)))
+
+
+def test_out_tanh_bounds_g_and_d_and_adds_no_parameters():
+    plain = ModelConfig(resolution=16, n=4, z_dim=3, h_dim=3)
+    tanh = ModelConfig(resolution=16, n=4, z_dim=3, h_dim=3, out_tanh=True)
+    G0, D0 = build(plain)
+    G1, D1 = build(tanh)
+    assert (n_params(G1), n_params(D1)) == (n_params(G0), n_params(D0))
+    G1.load_state_dict(G0.state_dict())  # strict: the same names and shapes
+    D1.load_state_dict(D0.state_dict())
+    with torch.no_grad():  # push the linear outputs far outside [-1, 1]
+        for net in (G0.out, D0.decoder.out):
+            net.bias.fill_(4.0)
+        G1.load_state_dict(G0.state_dict()), D1.load_state_dict(D0.state_dict())
+    z, x = torch.rand(5, 3) * 2 - 1, torch.rand(5, 3, 16, 16) * 2 - 1
+    assert G0(z).max() > 1 and D0(x).max() > 1
+    assert torch.equal(G1(z), torch.tanh(G0(z)))
+    assert torch.equal(D1(x), torch.tanh(D0(x)))
+    assert G1(z).abs().max() <= 1 and D1(x).abs().max() <= 1
+    # The encoder is untouched: only the image outputs get the tanh.
+    assert torch.equal(D1.encode(x), D0.encode(x))
+
+
+def test_out_tanh_is_the_only_added_activation():
+    G, D = build(ModelConfig(resolution=16, n=4, z_dim=3, h_dim=3, out_tanh=True))
+    for net in (G, D.decoder):
+        gm = fx.symbolic_trace(net)
+        out = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == "out"][0]
+        assert [u.target for u in out.users] == [torch.tanh]
+        assert [n for n in gm.graph.nodes if n.op == "output"][0].args[0] is list(out.users)[0]
