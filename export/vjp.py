@@ -4,8 +4,8 @@ The paper inverts an image by running Adam on z to minimise |x - G(z)|. The
 torch-free CLI runs on onnxruntime, which has no autograd, so this module
 writes the backward pass of G by hand (linear, 3x3 convs, ELU, nearest
 upsampling, skip concatenations, vanishing-residual mixing) with ops ONNX has:
-conv -> conv_transpose, ELU' = where(a > 0, 1, exp(a)), nearest x2 upsampling ->
-2x2 sum pooling. Tests hold it to torch.autograd on every architecture option.
+conv -> conv_transpose, ELU' = where(a > 0, 1, exp(a)), tanh' = 1 - tanh^2 (out_tanh),
+nearest x2 upsampling -> 2x2 sum pooling. Tests hold it to torch.autograd on every architecture option.
 
     loss[b] = mean_{c,y,x} |G(z)[b] - target[b]|          (one value per image)
     grad[b] = d loss[b] / d z[b]
@@ -59,6 +59,8 @@ class GeneratorL1Grad(nn.Module):
                 layers.append((conv, a, mixed))
             tape.append(layers)
         out = G.out(x)
+        if cfg.out_tanh:
+            out = torch.tanh(out)
 
         diff = out - target
         per_image = diff[0].numel()
@@ -66,6 +68,8 @@ class GeneratorL1Grad(nn.Module):
 
         # Backward.
         g = torch.sign(diff) / per_image
+        if cfg.out_tanh:  # tanh' = 1 - tanh^2
+            g = g * (1 - out * out)
         g = _conv_input_grad(g, G.out)
         g_h0 = torch.zeros_like(h0)
         for i in reversed(range(len(tape))):

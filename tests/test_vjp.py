@@ -35,3 +35,24 @@ def test_each_image_gets_its_own_gradient():
     loss1, grad1 = GeneratorL1Grad(G)(z[2:3], target[2:3])
     torch.testing.assert_close(loss[2:3], loss1)
     torch.testing.assert_close(grad[2:3], grad1)
+
+
+@pytest.mark.parametrize("res,skip", [(16, False), (32, True)])
+def test_gradient_matches_autograd_with_out_tanh(res, skip):
+    torch.manual_seed(7 + res)
+    cfg = ModelConfig(resolution=res, n=4, z_dim=6, h_dim=6, skip=skip, out_tanh=True)
+    G = Generator(cfg).double()
+    with torch.no_grad():  # saturate part of the output, where tanh' is far from 1
+        G.out.bias.fill_(1.5)
+    z = (torch.rand(3, 6, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    target = torch.rand(3, 3, res, res, dtype=torch.float64) * 2 - 1
+    out = G(z)
+    assert out.abs().max() < 1 and out.max() > 0.9
+    loss_ref = (out - target).abs().flatten(1).mean(1)
+    (grad_ref,) = torch.autograd.grad(loss_ref.sum(), z)
+    loss, grad = GeneratorL1Grad(G)(z.detach(), target)
+    torch.testing.assert_close(loss, loss_ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
+    # Without the tanh' factor the gradient would differ: the test can fail.
+    G.cfg = ModelConfig(**{**cfg.to_dict(), "out_tanh": False})
+    assert not torch.allclose(GeneratorL1Grad(G)(z.detach(), target)[1], grad_ref)
