@@ -7,8 +7,12 @@ upsampling, skip concatenations, vanishing-residual mixing) with ops ONNX has:
 conv -> conv_transpose, ELU' = where(a > 0, 1, exp(a)), tanh' = 1 - tanh^2 (out_tanh),
 nearest x2 upsampling -> 2x2 sum pooling. Tests hold it to torch.autograd on every architecture option.
 
-    loss[b] = mean_{c,y,x} |G(z)[b] - target[b]|          (one value per image)
+    loss[b] = mean_{c,y,x} |clip(G(z)[b], -1, 1) - target[b]|   (one value per image)
     grad[b] = d loss[b] / d z[b]
+
+The loss compares what the user sees (saved images are clipped to [-1, 1]):
+a pixel G draws past the range cannot get closer to its target, so it gives
+no gradient, as torch.clamp's backward does (the bounds count as inside).
 """
 
 from __future__ import annotations
@@ -62,12 +66,13 @@ class GeneratorL1Grad(nn.Module):
         if cfg.out_tanh:
             out = torch.tanh(out)
 
-        diff = out - target
+        diff = out.clamp(-1.0, 1.0) - target
         per_image = diff[0].numel()
         loss = diff.abs().flatten(1).mean(1)
 
         # Backward.
-        g = torch.sign(diff) / per_image
+        inside = (out >= -1.0) & (out <= 1.0)
+        g = torch.where(inside, torch.sign(diff), torch.zeros_like(diff)) / per_image
         if cfg.out_tanh:  # tanh' = 1 - tanh^2
             g = g * (1 - out * out)
         g = _conv_input_grad(g, G.out)
