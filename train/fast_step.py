@@ -1,0 +1,372 @@
+"""A faster BEGAN step that computes the same update as `step.began_step`.
+
+The reference step is a few hundred small kernels: on a GPU it is bound by kernel
+launches and memory traffic, not arithmetic. Each lever below cuts one of those costs
+and can be switched off on its own, so bench/train_step.py can weigh it:
+
+- one_g_pass:    G runs once over cat([z_G, z_D]) instead of twice (with z_shared there
+                 is only one z, so one forward anyway). The z_D half is detached: D's
+                 fake term sees G's output as a constant, as in the reference.
+- one_d_pass:    D runs once over cat([x, G(z_D), G(z_G)]) (or [x, G(z)] with z_shared)
+                 and each loss is the mean over its slice of the batch.
+- adam:          "foreach" or "fused" Adam (one kernel per group of tensors, not per
+                 tensor); "plain" keeps torch's per-tensor loop.
+- bf16:          autocast to bfloat16 on CUDA; the L1 errors and the losses stay fp32.
+- tf32:          TF32 matmuls (cuDNN convolutions already default to TF32 in PyTorch).
+- channels_last: NHWC weights and activations (what cuDNN's fast conv kernels want).
+- cuda_graph:    the whole step (forwards, both backwards, both Adam steps, the k_t
+                 update) captured once and replayed: one launch per step. k_t lives in
+                 a device buffer updated in place; each lr lives in a device tensor that
+                 Adam reads, refreshed when the optimiser's param group changes.
+- compile:       torch.compile on G, D's encoder and D's decoder (in place, so the
+                 state_dict keys do not change).
+
+Both gradients are still taken at the same weights (two `autograd.grad` calls over one
+forward graph: G's through D's input gradients only, D's for L_D), then both Adam
+steps run: the same simultaneous update as the reference. Nothing reads a value back
+to the host: the StepOut tensors are the device's (in graph mode, static buffers that
+the next step overwrites, so read or accumulate them before the next call).
+
+Options the fast path does not implement fall back to the reference step; the rule is
+an allow-list of config fields (`SUPPORTED_TRAIN`, `SUPPORTED_MODEL`), so a field added
+later falls back until someone adds it here with a parity test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .controller import m_global, update_k
+from .step import StepOut, began_step, latent_constraint
+
+Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], StepOut]
+
+# Config fields the fast step honours (or that never reach the step: data, run length,
+# logging, the host-side lr schedule). Any other field with a non-default value makes
+# `make_step` fall back to the reference step.
+SUPPORTED_TRAIN = frozenset({
+    "data_dir", "crop", "background", "resample", "flip", "data_on_device", "model",
+    "gamma", "lambda_k", "k_init", "k_max", "eta", "cs_alpha", "z_shared",
+    "batch_size", "lr_g", "lr_d", "beta1", "beta2",
+    "lr_decay", "lr_floor", "lr_window", "lr_patience", "lr_min_delta", "residual_steps",
+    "steps", "seed", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
+    "workers", "fast_step",
+})
+SUPPORTED_MODEL = frozenset({"resolution", "n", "z_dim", "h_dim", "repeat", "skip",
+                             "vanishing_residual"})
+
+
+@dataclass(frozen=True)
+class Levers:
+    one_g_pass: bool = True
+    one_d_pass: bool = True
+    adam: str = "auto"  # auto (fused on CUDA, foreach on CPU), fused, foreach, plain
+    bf16: bool = False
+    tf32: bool = False
+    channels_last: bool = False
+    cuda_graph: bool = False
+    compile: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> "Levers":
+        """What pays on each device: on CUDA every lever but compile; on the CPU the
+        kernel-count levers only (bf16 and graphs are CUDA features here)."""
+        if torch.device(device).type == "cuda":
+            return cls(bf16=True, tf32=True, channels_last=True, cuda_graph=True)
+        return cls()
+
+    def on(self, device: torch.device) -> "Levers":
+        """These levers with the CUDA-only ones switched off elsewhere."""
+        if device.type == "cuda":
+            return self
+        return dataclasses.replace(self, bf16=False, tf32=False, cuda_graph=False)
+
+    def adam_kind(self, device: torch.device) -> str:
+        if self.adam != "auto":
+            return self.adam
+        return "fused" if device.type == "cuda" else "foreach"
+
+
+def unsupported_options(cfg) -> list[str]:
+    """Non-default config fields outside the allow-lists, as 'name=value' strings."""
+    out = []
+    default_train = type(cfg)()
+    for f in dataclasses.fields(cfg):
+        if f.name not in SUPPORTED_TRAIN and getattr(cfg, f.name) != getattr(default_train,
+                                                                            f.name):
+            out.append(f"{f.name}={getattr(cfg, f.name)!r}")
+    model = cfg.model
+    default_model = type(model)()
+    for f in dataclasses.fields(model):
+        if f.name not in SUPPORTED_MODEL and getattr(model, f.name) != getattr(default_model,
+                                                                              f.name):
+            out.append(f"model.{f.name}={getattr(model, f.name)!r}")
+    return out
+
+
+def set_adam_flags(opt: torch.optim.Optimizer, *, foreach: bool | None = None,
+                   fused: bool | None = None, capturable: bool = False) -> None:
+    """Set Adam's implementation flags in every group, and put its `step` counters where
+    that implementation wants them (on the device when capturable or fused, else on
+    the CPU). Also needed after `load_state_dict`, which copies the flags of whichever
+    optimiser saved the checkpoint."""
+    for group in opt.param_groups:
+        group["foreach"], group["fused"], group["capturable"] = foreach, fused, capturable
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st and isinstance(st.get("step"), torch.Tensor):
+                dev = p.device if (capturable or fused) else torch.device("cpu")
+                st["step"] = st["step"].to(device=dev, dtype=torch.float32)
+
+
+class FastStep:
+    """Callable as step(x, z_d, z_g, k) -> StepOut, like `began_step` with its modules,
+    optimisers and hyper-parameters bound."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+                 opt_d: torch.optim.Optimizer, *, gamma: float, lambda_k: float,
+                 k_max: float = 1.0, eta: int = 1, z_shared: bool = False,
+                 cs_alpha: float = 0.0, reduce: Reduce | None = None,
+                 levers: Levers | None = None, log: Callable[[str], None] | None = None):
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        self.gamma, self.lambda_k, self.k_max, self.eta = gamma, lambda_k, k_max, eta
+        self.z_shared, self.cs_alpha, self.reduce = z_shared, cs_alpha, reduce
+        self.device = next(G.parameters()).device
+        lv = (levers or Levers.for_device(self.device)).on(self.device)
+        if lv.cuda_graph and reduce is not None:
+            # The all-reduce is a host-driven collective: keep data-parallel runs eager.
+            (log or (lambda m: None))("fast step: CUDA graph off under data parallelism")
+            lv = dataclasses.replace(lv, cuda_graph=False)
+        self.levers = lv
+        self.g_params = list(G.parameters())
+        self.d_params = list(D.parameters())
+        self.k = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._static: tuple | None = None
+        self._lr_tensors: dict[int, torch.Tensor] = {}
+        self._prepared = False
+
+    # --- one-time setup (lazy: after a resume has loaded the optimiser state) ----------
+    def _prepare(self) -> None:
+        lv, dev = self.levers, self.device
+        if lv.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if lv.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        kind = lv.adam_kind(dev)
+        for opt in (self.opt_g, self.opt_d):
+            set_adam_flags(opt, foreach=True if kind == "foreach" else (False if kind == "plain"
+                                                                         else None),
+                           fused=True if kind == "fused" else None,
+                           capturable=lv.cuda_graph)
+            if lv.channels_last:  # Adam's moments must share their parameter's layout
+                for st in opt.state.values():
+                    for name in ("exp_avg", "exp_avg_sq"):
+                        if name in st:
+                            st[name] = st[name].contiguous(memory_format=torch.channels_last) \
+                                if st[name].dim() == 4 else st[name]
+        if lv.compile:
+            self.G.compile()
+            self.D.encoder.compile()
+            self.D.decoder.compile()
+        self._prepared = True
+
+    # --- the computation ---------------------------------------------------------------
+    def _err(self, recon: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        err = (recon.float() - v.float()).abs()
+        return err if self.eta == 1 else err * err
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.levers.bf16,
+                              cache_enabled=False)  # a cast cache breaks graph replays
+
+    def _forward(self, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor):
+        """(loss_real, loss_fake, loss_fake_d, h_fake_d) at the current weights."""
+        lv, G, D, B = self.levers, self.G, self.D, x.shape[0]
+        if lv.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            if self.z_shared:
+                fake_g = fake_d = G(z_g)
+            elif lv.one_g_pass:
+                both = G(torch.cat([z_g, z_d]))
+                fake_g, fake_d = both[:B], both[B:].detach()
+            else:
+                fake_g = G(z_g)
+                with torch.no_grad():
+                    fake_d = G(z_d)
+            if lv.one_d_pass:
+                parts = [x, fake_g] if self.z_shared else [x, fake_d, fake_g]
+                v = torch.cat(parts)
+                h = D.encode(v)
+                chunks = self._err(D.decode(h), v).split(B)
+                loss_real, loss_fake = chunks[0].mean(), chunks[-1].mean()
+                loss_fake_d = loss_fake if self.z_shared else chunks[1].mean()
+                h_fake_d = h[B:2 * B]
+            else:
+                def loss(v):
+                    h = D.encode(v)
+                    return self._err(D.decode(h), v).mean(), h
+
+                loss_fake, h_fake = loss(fake_g)
+                loss_fake_d, h_fake_d = (loss_fake, h_fake) if self.z_shared else loss(fake_d)
+                loss_real, _ = loss(x)
+        return loss_real, loss_fake, loss_fake_d, h_fake_d.float()
+
+    def _step(self, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> StepOut:
+        """Everything that runs on the device each step; reads and updates self.k."""
+        k = self.k
+        loss_real, loss_fake, loss_fake_d, h_fake_d = self._forward(x, z_d, z_g)
+        loss_d = loss_real - k * loss_fake_d
+        if self.cs_alpha > 0:
+            loss_cs = latent_constraint(z_d, h_fake_d)
+            loss_d = loss_d + self.cs_alpha * loss_cs
+        else:
+            loss_cs = torch.zeros((), device=x.device)
+        # G's gradient reaches G through D's input gradients only; D's comes from L_D.
+        g_grads = torch.autograd.grad(loss_fake, self.g_params, retain_graph=True)
+        d_grads = torch.autograd.grad(loss_d, self.d_params)
+        if self.reduce is not None:
+            terms = torch.stack([loss_real.detach(), loss_fake.detach(), loss_d.detach(),
+                                 loss_cs.detach()])
+            out = self.reduce([*g_grads, *d_grads, terms])
+            n = len(self.g_params)
+            g_grads, d_grads = out[:n], out[n:-1]
+            loss_real, loss_fake, loss_d, loss_cs = out[-1].unbind()
+        for p, g in zip(self.g_params, g_grads):
+            p.grad = g
+        for p, g in zip(self.d_params, d_grads):
+            p.grad = g
+        self.opt_g.step()
+        self.opt_d.step()
+        loss_real, loss_fake = loss_real.detach(), loss_fake.detach()
+        mg = m_global(loss_real, loss_fake, self.gamma)
+        self.k.copy_(update_k(k, loss_real, loss_fake, self.gamma, self.lambda_k, self.k_max))
+        return StepOut(loss_real=loss_real, loss_fake=loss_fake, loss_d=loss_d.detach(),
+                       loss_cs=loss_cs.detach(), k=self.k, m_global=mg)
+
+    # --- CUDA graph --------------------------------------------------------------------
+    def _sync_lr(self) -> None:
+        """Adam inside the graph reads each lr from a device tensor: refresh the tensor
+        when the param group's (host) lr changed, e.g. after the schedule decayed it."""
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                lr = group["lr"]
+                t = self._lr_tensors.get(id(group))
+                if t is not None and getattr(t, "_began_lr", None) != lr:
+                    t.fill_(float(lr))
+                    t._began_lr = lr  # type: ignore[attr-defined]
+
+    def _capture(self, x, z_d, z_g) -> None:
+        """Warm up on a side stream (allocates Adam state, picks cuDNN kernels), put the
+        training state back as it was, then capture one step."""
+        params = self.g_params + self.d_params
+        saved_p = [p.detach().clone() for p in params]
+        saved_opt = [{id(p): {n: t.clone() for n, t in opt.state[p].items()}
+                      for p in opt.state} for opt in (self.opt_g, self.opt_d)]
+        saved_k = self.k.clone()
+        groups = [g for opt in (self.opt_g, self.opt_d) for g in opt.param_groups]
+        for group in groups:  # lr as a device tensor while capturing
+            t = torch.tensor(float(group["lr"]), device=self.device)
+            t._began_lr = group["lr"]  # type: ignore[attr-defined]
+            self._lr_tensors[id(group)] = t
+        host_lr = [g["lr"] for g in groups]
+        for g in groups:
+            g["lr"] = self._lr_tensors[id(g)]
+        static = (x.clone(), z_d.clone(), z_g.clone())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._step(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._step(*static)
+        # Capturing ran nothing, but the warm-up steps did: undo them.
+        with torch.no_grad():
+            for p, s in zip(params, saved_p):
+                p.copy_(s)
+            for opt, saved in zip((self.opt_g, self.opt_d), saved_opt):
+                for p, st in opt.state.items():
+                    for n, t in st.items():
+                        if isinstance(t, torch.Tensor):
+                            t.copy_(saved[id(p)][n]) if id(p) in saved else t.zero_()
+            self.k.copy_(saved_k)
+        for g, lr in zip(groups, host_lr):  # the checkpoint's JSON keeps plain floats
+            g["lr"] = lr
+        self._graph, self._static, self._out = graph, static, out
+
+    # --- the call ------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor,
+                 k: torch.Tensor) -> StepOut:
+        if not self._prepared:
+            self._prepare()
+        if k is not self.k:  # the caller's k_t (first step, resume): one device copy
+            self.k.copy_(k)
+        if not self.levers.cuda_graph:
+            return self._step(x, z_d, z_g)
+        if self._graph is None:
+            self._capture(x, z_d, z_g)
+        sx, szd, szg = self._static  # type: ignore[misc]
+        sx.copy_(x), szd.copy_(z_d), szg.copy_(z_g)
+        self._sync_lr()
+        self._graph.replay()
+        return self._out
+
+
+class PlainStep:
+    """The reference step with its arguments bound, as step(x, z_d, z_g, k) -> StepOut.
+    On its first call it resets Adam to torch's default implementation flags, which a
+    checkpoint written by the fast step (fused, capturable) would otherwise carry over."""
+
+    def __init__(self, G, D, opt_g, opt_d, **hyper):
+        self._step = functools.partial(began_step, G, D, opt_g, opt_d, **hyper)
+        self._opts = (opt_g, opt_d)
+        self._prepared = False
+
+    def __call__(self, x, z_d, z_g, k) -> StepOut:
+        if not self._prepared:
+            for opt in self._opts:
+                set_adam_flags(opt)
+            self._prepared = True
+        return self._step(x, z_d, z_g, k)
+
+
+def resolve_mode(mode: str, device: torch.device) -> bool:
+    """fast_step config: auto = on for CUDA, off on the CPU; on; off."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"fast_step must be auto, on or off, got {mode!r}")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def make_step(cfg, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+              opt_d: torch.optim.Optimizer, device: torch.device, *,
+              reduce: Reduce | None = None, levers: Levers | None = None,
+              log: Callable[[str], None] = lambda m: None) -> StepFn:
+    """The step the loop calls as step(x, z_d, z_g, k) -> StepOut: the fast one when the
+    config asks for it (field `fast_step`, default auto) and supports every option set,
+    else the reference. Says once, through `log`, which one runs and why."""
+    hyper = dict(gamma=cfg.gamma, lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
+                 z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha, reduce=reduce)
+    plain = PlainStep(G, D, opt_g, opt_d, **hyper)
+    if not resolve_mode(getattr(cfg, "fast_step", "auto"), device):
+        return plain
+    missing = unsupported_options(cfg)
+    if missing:
+        log(f"fast step: not supported with {', '.join(missing)}; using the reference step")
+        return plain
+    step = FastStep(G, D, opt_g, opt_d, levers=levers, log=log, **hyper)
+    on = [f.name for f in dataclasses.fields(step.levers)
+          if getattr(step.levers, f.name) is True]
+    log(f"fast step: {', '.join(on)}; adam {step.levers.adam_kind(device)}")
+    return step
