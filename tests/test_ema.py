@@ -1,0 +1,80 @@
+"""The EMA of G's weights: the closed form, and an exact round trip through a checkpoint."""
+
+import math
+
+import pytest
+import torch
+
+from began.models import Generator, ModelConfig
+from began.train.checkpoint import load_checkpoint, save_checkpoint
+from began.train.ema import EMA, ema_decay_at, ema_weights, has_ema
+
+CFG = ModelConfig(resolution=16, n=4, z_dim=3, h_dim=3, vanishing_residual=True)
+
+
+def test_decay_warms_up_then_holds():
+    assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay_at(0.999, 10) == pytest.approx(11 / 20)
+    assert ema_decay_at(0.999, 10**6) == 0.999
+    assert ema_decay_at(0.9, 80) == 0.9  # (81 / 90 = 0.9)
+
+
+def test_average_equals_the_closed_form_after_a_few_steps():
+    torch.manual_seed(0)
+    G = Generator(CFG).double()
+    init = [p.detach().clone() for p in G.parameters()]
+    ema = EMA(G, decay=0.3)
+    history = []
+    for t in range(1, 6):
+        with torch.no_grad():
+            for p in G.parameters():
+                p.add_(torch.randn_like(p))
+        G.set_carry(1.0 - t / 10)
+        history.append([p.detach().clone() for p in G.parameters()])
+        ema.update(G)
+    # ema_5 = prod_t d_t * theta_0 + sum_t (1 - d_t) prod_{s > t} d_s * theta_t
+    d = [ema_decay_at(0.3, t) for t in range(1, 6)]
+    assert d[-1] == 0.3 and d[0] < 0.3  # the warm-up was active, then the decay held
+    for i, e in enumerate(ema.model.parameters()):
+        expected = init[i] * math.prod(d)
+        for t in range(5):
+            expected = expected + (1 - d[t]) * math.prod(d[t + 1:]) * history[t][i]
+        torch.testing.assert_close(e, expected, rtol=1e-12, atol=1e-12)
+    assert ema.updates == 5
+    assert ema.model.carry.item() == pytest.approx(0.5)  # buffers copied, not averaged
+    assert all(not p.requires_grad for p in ema.model.parameters())
+
+
+def test_round_trip_through_a_checkpoint_is_exact(tmp_path):
+    torch.manual_seed(1)
+    G = Generator(CFG)
+    ema = EMA(G, decay=0.99)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in G.parameters():
+                p.mul_(0.9).add_(0.01)
+        ema.update(G)
+    tensors = {**{f"G.{n}": t for n, t in G.state_dict().items()}, **ema.state_tensors()}
+    path = save_checkpoint(tmp_path, 3, tensors, {"config": {}})
+    loaded, _ = load_checkpoint(path)
+    assert has_ema(loaded)
+    again = EMA(Generator(CFG), decay=0.99)
+    again.load_state_tensors(loaded)
+    assert again.updates == 3
+    for (n, a), b in zip(ema.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a, b), n
+    # Continuing from the restored average gives the same next average, bit for bit.
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(0.5)
+    ema.update(G), again.update(G)
+    for a, b in zip(ema.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+    G2 = Generator(CFG)
+    G2.load_state_dict(ema_weights(loaded))  # strict: the tensors form a whole G
+
+
+def test_refuses_a_decay_outside_the_open_unit_interval():
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError):
+            EMA(Generator(CFG), bad)
