@@ -127,6 +127,11 @@ def test_d_inputs_composes_and_off_is_none():
     gen.set_state(state)
     expected = instance_noise(diff_augment(x, ("translation",), gen), 0.1, gen)
     assert torch.equal(out, expected)
+    T = d_inputs("", 0.2, gen, noise_steps=100)
+    T.at_step(75)
+    assert T.std == pytest.approx(0.05)
+    T.at_step(100)
+    assert torch.equal(T(x), x)  # the noise has decayed away
 
 
 def test_policy_parsing():

@@ -114,18 +114,32 @@ def noise_std(step: int, std0: float, steps: int) -> float:
     return std0 * max(0.0, 1.0 - step / steps)
 
 
-def d_inputs(policy: str, noise: float, gen: torch.Generator, batch: int | None = None,
-             rows: slice = slice(None)) -> Transform | None:
-    """The transform applied to every D input this step (None: D sees images as they are)."""
-    ops = parse_policy(policy)
-    if not ops and noise <= 0:
-        return None
+class DInputs:
+    """The transform applied to every D input: the policy's transforms, then instance
+    noise whose std follows the step (call `at_step` before each training step)."""
 
-    def transform(v: torch.Tensor) -> torch.Tensor:
-        if ops:
-            v = diff_augment(v, ops, gen, batch, rows)
-        if noise > 0:
-            v = instance_noise(v, noise, gen, batch, rows)
+    def __init__(self, policy: str, noise: float, noise_steps: int, gen: torch.Generator,
+                 batch: int | None = None, rows: slice = slice(None)):
+        self.ops = parse_policy(policy)
+        self.noise, self.noise_steps = noise, noise_steps
+        self.gen, self.batch, self.rows = gen, batch, rows
+        self.std = noise
+
+    def at_step(self, step: int) -> None:
+        if self.noise > 0:
+            self.std = noise_std(step, self.noise, self.noise_steps)
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        if self.ops:
+            v = diff_augment(v, self.ops, self.gen, self.batch, self.rows)
+        if self.std > 0:
+            v = instance_noise(v, self.std, self.gen, self.batch, self.rows)
         return v
 
-    return transform
+
+def d_inputs(policy: str, noise: float, gen: torch.Generator, batch: int | None = None,
+             rows: slice = slice(None), noise_steps: int = 1) -> DInputs | None:
+    """The D-input transform, or None when D sees images as they are."""
+    if not parse_policy(policy) and noise <= 0:
+        return None
+    return DInputs(policy, noise, noise_steps, gen, batch, rows)
