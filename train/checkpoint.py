@@ -60,14 +60,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
-                    state: dict[str, Any]) -> Path:
-    """Write atomically; returns the final path."""
+                    state: dict[str, Any], name: str | None = None) -> Path:
+    """Write atomically (as `name`, default ckpt-<step>); returns the final path."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     state_json = json.dumps({**state, "step": step}, sort_keys=True)
     meta = {"format": FORMAT, "version": VERSION, "state": state_json,
             "sha256": _digest(state_json, tensors)}
-    final = ckpt_dir / checkpoint_name(step)
+    final = ckpt_dir / (name or checkpoint_name(step))
     with atomic_path(final) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     fsync_dir(ckpt_dir)

@@ -4,6 +4,7 @@ on a terminal, one plain line per logged step otherwise (logs, CI, pipes)."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Callable
 
 
@@ -11,6 +12,20 @@ def stats_line(s: dict[str, Any], total: int) -> str:
     return (f"step {s['step']}/{total}  L(x) {s['loss_real']:.4f}  L(G(z)) {s['loss_fake']:.4f}  "
             f"k {s['k']:.4f}  M {s['m_global']:.4f}  lr {s['lr_g']:.1e}  "
             f"{s['images_per_s']:.0f} img/s")
+
+
+class Rate:
+    """Images per second between two calls (wall time on the host: no device sync)."""
+
+    def __init__(self, step: int, batch_size: int):
+        self.batch_size = batch_size
+        self.t_last, self.step_last = time.perf_counter(), step
+
+    def images_per_s(self, step: int) -> float:
+        now = time.perf_counter()
+        ips = (step - self.step_last) * self.batch_size / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last = now, step
+        return ips
 
 
 class Reporter:

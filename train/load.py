@@ -1,0 +1,49 @@
+"""Decode the training folder (through the cache) and report what was loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from began.errors import BeganError
+from began.files import write_text
+
+from .config import TrainConfig
+from .data import ImageSet, NoImagesError, Preprocess, load_image_folder
+from .distributed import Dist
+from .rank0 import on_main
+
+
+def load_data(cfg: TrainConfig, run_dir: Path, progress: bool | None,
+              log: Callable[[str], None], d: Dist) -> ImageSet:
+    """Decode the folder into the cache (rank 0 first, the other ranks then read it)."""
+    pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
+                     resample=cfg.resample)
+
+    def load() -> ImageSet:
+        try:
+            return load_image_folder(cfg.data_dir, pre, workers=cfg.workers or None,
+                                     progress=progress if d.is_main else False)
+        except NoImagesError as e:
+            raise BeganError(str(e), "point DATA_DIR at a folder with png, jpg, webp, bmp or "
+                                     "gif images (searched recursively)") from None
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise BeganError(str(e), "DATA_DIR must be a folder of images") from None
+
+    if d.active:  # rank 0 builds the cache; then every rank reads it
+        def build_cache() -> None:
+            load()
+
+        on_main(d, build_cache)
+    data = load()
+    if d.is_main:
+        write_text(run_dir / "data.json", json.dumps(data.report(), indent=2) + "\n")
+    log(f"data: {len(data.files)} images at {pre.resolution}x{pre.resolution} from "
+        f"{cfg.data_dir}" + (" (cached)" if data.from_cache else ""))
+    if data.skipped:
+        shown = "; ".join(f"{s.path}: {s.reason}" for s in data.skipped[:5])
+        more = f" and {len(data.skipped) - 5} more" if len(data.skipped) > 5 else ""
+        log(f"skipped {len(data.skipped)} files ({shown}{more}); all listed in "
+            f"{run_dir / 'data.json'}")
+    return data
