@@ -54,12 +54,13 @@ def test_round_trip_through_a_checkpoint_is_exact(tmp_path):
             for p in G.parameters():
                 p.mul_(0.9).add_(0.01)
         ema.update(G)
-    tensors = {**{f"G.{n}": t for n, t in G.state_dict().items()}, **ema.state_tensors()}
+    tensors = {**{f"G.{n}": t for n, t in G.state_dict().items()},
+               **{f"ema.{n}": t for n, t in ema.state_tensors().items()}}
     path = save_checkpoint(tmp_path, 3, tensors, {"config": {}})
     loaded, _ = load_checkpoint(path)
     assert has_ema(loaded)
     again = EMA(Generator(CFG), decay=0.99)
-    again.load_state_tensors(loaded)
+    again.load_state_tensors({n[4:]: t for n, t in loaded.items() if n.startswith("ema.")})
     assert again.updates == 3
     for (n, a), b in zip(ema.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.equal(a, b), n

@@ -9,7 +9,7 @@ the average from holding on to the random initialisation for ~1/(1 - decay) step
 Buffers (the vanishing-residual carry) are copied, not averaged.
 
 The average lives in a copy of G on G's device, so samples and export can use it
-as they use G. In a checkpoint it is the tensors `G_ema.<name>` plus
+as they use G. In a checkpoint it is the tensors `ema.G.<name>` plus
 `ema.updates`; restoring them makes a resumed run bit-identical.
 """
 
@@ -20,8 +20,7 @@ import copy
 import torch
 from torch import nn
 
-PREFIX = "G_ema."
-UPDATES = "ema.updates"
+NAME = "ema"  # checkpoint tensors: "ema.G.<name of G's tensor>" and "ema.updates"
 
 
 def ema_decay_at(decay: float, t: int) -> float:
@@ -49,21 +48,22 @@ class EMA:
             e.copy_(b)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors a checkpoint stores for the average."""
-        out = {PREFIX + n: t for n, t in self.model.state_dict().items()}
-        out[UPDATES] = torch.tensor(self.updates, dtype=torch.int64)
+        """The average's checkpoint tensors, named without the leading "ema."."""
+        out = {"G." + n: t for n, t in self.model.state_dict().items()}
+        out["updates"] = torch.tensor(self.updates, dtype=torch.int64)
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore from a checkpoint's tensors (KeyError when it holds no average)."""
-        self.model.load_state_dict(ema_weights(tensors))
-        self.updates = int(tensors[UPDATES])
+        """Restore from `state_tensors()`'s form (KeyError when it holds no average)."""
+        self.model.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("G.")})
+        self.updates = int(tensors["updates"])
 
 
-def has_ema(tensors: dict[str, torch.Tensor]) -> bool:
-    return UPDATES in tensors
+def has_ema(checkpoint_tensors: dict[str, torch.Tensor]) -> bool:
+    return f"{NAME}.updates" in checkpoint_tensors
 
 
-def ema_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """G's state dict from a checkpoint's EMA tensors."""
-    return {n[len(PREFIX):]: t for n, t in tensors.items() if n.startswith(PREFIX)}
+def ema_weights(checkpoint_tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """G's state dict made of a checkpoint's EMA tensors."""
+    head = f"{NAME}.G."
+    return {n[len(head):]: t for n, t in checkpoint_tensors.items() if n.startswith(head)}
