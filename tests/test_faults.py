@@ -11,6 +11,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pytest
+
 from began.app import run
 from began.train.checkpoint import list_checkpoints
 from checks import assert_same_state, checkpoint_at
@@ -148,3 +151,86 @@ def test_unwritable_run_folder_is_a_clear_error(image_folder, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith(f"error: cannot write the run folder {blocker / 'run'}")
     assert err[1] == "hint: choose an --out you can write to"
+
+
+# --- signals during the first decode of a training folder (parallel workers) ---
+
+DECODE_CHILD = """
+import sys
+from began.app import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory):
+    """400 noisy 192x192 PNGs: slow enough to decode that a signal lands mid-decode."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        Image.fromarray(rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)).save(
+            folder / f"n{i:03d}.png", compress_level=0)
+    return folder
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Live processes of a session (the child and any worker it left behind)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields[3]: session id
+            pids.append(int(entry))
+    return pids
+
+
+def _start_decode(folder, tmp_path, name):
+    cache = tmp_path / f"cache-{name}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DECODE_CHILD, "train", str(folder), "--out",
+         str(tmp_path / f"run-{name}"), *BASE, "--steps", "1", "--workers", "2"],
+        env={**ENV, "BEGAN_CACHE_DIR": str(cache)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t = time.time()
+    while not list(cache.glob(".*.tmp")):  # the cache's temp file: decoding has begun
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t < 120, "decoding never started"
+        time.sleep(0.01)
+    return proc, cache
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "ctrl-c", "ctrl-c", "ctrl-c", "ctrl-c twice",
+                                 "sigterm", "sigterm"])
+def test_signals_during_first_decode_never_hang_or_leave_anything(big_folder, tmp_path, how):
+    proc, cache = _start_decode(big_folder, tmp_path, "x")
+    time.sleep(random.uniform(0.05, 0.6))  # land somewhere inside the decode
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)  # the parent only, as a service manager does
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
+        if how == "ctrl-c twice":
+            time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"{how}: the decode hung")
+    assert proc.returncode != 0, "the decode finished before the signal: make it slower"
+    # -2: a second Ctrl-C after the first was handled ends Python by SIGINT, which a shell
+    # reports as 130 too
+    assert proc.returncode in ((143,) if how == "sigterm" else (130, -2)), err
+    assert "Traceback" not in err, err
+    t = time.time()
+    while _session_pids(proc.pid) and time.time() - t < 10:
+        time.sleep(0.1)
+    assert _session_pids(proc.pid) == [], "worker processes outlived the command"
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no temp file

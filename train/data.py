@@ -32,7 +32,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -46,7 +48,10 @@ import numpy as np
 from PIL import Image
 
 from began.decode import Preprocess, decode_image, failure_reason
+from began.errors import BeganError
 from began.files import atomic_path
+from began.progress import progress as progress_bar
+from began.stale import remove_stale
 
 __all__ = [
     "ImageSet",
@@ -127,6 +132,10 @@ def _decode_job(path: str, pre: Preprocess) -> tuple[np.ndarray | None, str]:
 def _init_worker(max_image_pixels: int | None) -> None:
     # Workers must judge decompression bombs exactly as the parent does.
     Image.MAX_IMAGE_PIXELS = max_image_pixels
+    # Ctrl-C reaches the whole process group: a worker interrupted while it holds
+    # the pool's queue lock deadlocks the pool. Only the parent handles it, and
+    # it terminates the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------
@@ -256,17 +265,21 @@ def _decode_all(candidates: list[_Candidate], pre: Preprocess,
         for p in paths:
             yield _decode_job(p, pre)
         return
-    # forkserver/spawn: never fork a parent that may run threads (the progress bar).
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # spawn: never fork a parent that may run threads (the progress bar, torch's pools);
+    # and exec'd workers inherit an ignored SIGINT (below), forkserver's would not.
+    ctx = multiprocessing.get_context("spawn")
     chunk = max(1, min(32, len(paths) // (workers * 4)))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                               initializer=_init_worker, initargs=(Image.MAX_IMAGE_PIXELS,))
+    with _spawning_workers():  # every worker starts in this block (one per early submit)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                   initializer=_init_worker, initargs=(Image.MAX_IMAGE_PIXELS,))
+        results = pool.map(functools.partial(_decode_job, pre=pre), paths, chunksize=chunk)
     done = 0
+    finished = False
     try:
-        for result in pool.map(functools.partial(_decode_job, pre=pre), paths, chunksize=chunk):
+        for result in results:
             yield result
             done += 1
+        finished = True
     except BrokenProcessPool as e:
         # Workers could not start (e.g. a __main__ read from stdin) or died: finish
         # in-process rather than fail; the results are the same, only slower.
@@ -275,25 +288,82 @@ def _decode_all(candidates: list[_Candidate], pre: Preprocess,
         for p in paths[done:]:
             yield _decode_job(p, pre)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_pool(pool, finished)
 
 
-def _progress(show: bool | None, total: int, label: str):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+@contextlib.contextmanager
+def _spawning_workers():
+    """Workers must never see the terminal's Ctrl-C (sent to the whole process group):
+    one interrupted inside the pool's queue code deadlocks the pool, and its traceback
+    lands on the user's terminal. An ignored SIGINT survives exec, so the parent
+    ignores it while it starts them (a Ctrl-C in those few ms is lost), and holds
+    SIGTERM back so that no worker is started and left unrecorded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
-    if show is None:
-        show = sys.stderr.isatty()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=Console(file=sys.stderr),
-                   disable=not show)
-    return bar, bar.add_task(label, total=total)
+
+def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
+    """Shut the pool down; when leaving early (Ctrl-C, SIGTERM, an error), kill the
+    workers instead of waiting for their queued work, with signals held off so a
+    second Ctrl-C cannot cut the cleanup short (it is delivered right after)."""
+    if finished:
+        pool.shutdown(wait=True)
+        return
+    main = threading.current_thread() is threading.main_thread()
+    held = {signal.SIGINT, signal.SIGTERM}
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in procs:
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+class Terminated(SystemExit):
+    """SIGTERM while decoding: unwind (workers stopped, temp file removed), exit 143."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Turn SIGTERM into an exception while we hold workers and a temp file, if no
+    one else handles it (the training loop installs its own handler later)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _no_images_message(root: Path, skipped: list[Skipped]) -> str:
@@ -313,36 +383,45 @@ def _build(root: Path, candidates: list[_Candidate], pre: Preprocess, cache_dir:
     r = pre.resolution
     files: list[str] = []
     skipped: list[Skipped] = []
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    bar, task = _progress(progress, len(candidates), f"Decoding {root.name or root}")
-    # closing() shuts the worker pool down even when we leave early
-    with (
-        atomic_path(data_path) as tmp,
-        open(tmp, "wb") as out,
-        bar,
-        contextlib.closing(_decode_all(candidates, pre, workers)) as results,
-    ):
-        for cand, (img, reason) in zip(candidates, results):
-            if img is None:
-                skipped.append(Skipped(cand.rel, reason))
-            else:
-                if img.shape != (r, r, 3) or img.dtype != np.uint8:
-                    raise RuntimeError(f"decoder returned {img.shape} {img.dtype} for {cand.rel}")
-                out.write(np.ascontiguousarray(img).data)  # stream: nothing piles up
-                files.append(cand.rel)
-            bar.advance(task)
-        if not files:  # leaving by exception discards the temp file: no cache
-            raise NoImagesError(_no_images_message(root, skipped))
-    _write_meta(meta_path, {
-        "version": PIPELINE_VERSION,
-        "key": key,
-        "shape": [len(files), r, r, 3],
-        "dtype": "uint8",
-        "files": files,
-        "skipped": [dataclasses.asdict(s) for s in skipped],
-        "preprocess": dataclasses.asdict(pre),
-        "root": str(root),
-    })
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale(cache_dir, r"\.[0-9a-f]{64}\.(u8|json)\.(?P<pid>\d+)-\d+\.tmp")
+        # closing() shuts the worker pool down even when we leave early
+        with (
+            _sigterm_unwinds(),
+            atomic_path(data_path) as tmp,
+            open(tmp, "wb") as out,
+            progress_bar(len(candidates), f"decoding {root.name or root}",
+                         log=None if progress is False else _say, show=progress) as advance,
+            contextlib.closing(_decode_all(candidates, pre, workers)) as results,
+        ):
+            for cand, (img, reason) in zip(candidates, results):
+                if img is None:
+                    skipped.append(Skipped(cand.rel, reason))
+                else:
+                    if img.shape != (r, r, 3) or img.dtype != np.uint8:
+                        raise RuntimeError(f"decoder returned {img.shape} {img.dtype} "
+                                           f"for {cand.rel}")
+                    out.write(np.ascontiguousarray(img).data)  # stream: nothing piles up
+                    files.append(cand.rel)
+                advance()
+            if not files:  # leaving by exception discards the temp file: no cache
+                raise NoImagesError(_no_images_message(root, skipped))
+        _write_meta(meta_path, {
+            "version": PIPELINE_VERSION,
+            "key": key,
+            "shape": [len(files), r, r, 3],
+            "dtype": "uint8",
+            "files": files,
+            "skipped": [dataclasses.asdict(s) for s in skipped],
+            "preprocess": dataclasses.asdict(pre),
+            "root": str(root),
+        })
+    except OSError as e:  # the cache folder, not an image (those are skips)
+        raise BeganError(f"cannot write the image cache in {cache_dir} "
+                         f"({e.strerror or e})",
+                         "free some space there, or set BEGAN_CACHE_DIR to a writable folder "
+                         "with room for the decoded images") from None
     images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(len(files), r, r, 3))
     return ImageSet(images, files, skipped, key, data_path, False, str(root), pre)
 
@@ -352,7 +431,8 @@ def load_image_folder(root: str | Path, pre: Preprocess, cache_dir: str | Path |
     """All usable images under `root`, preprocessed, from the cache when possible.
 
     `workers` defaults to min(cpu count, 8); results are identical for any value.
-    `progress`: None shows a bar on stderr only if stderr is a terminal.
+    `progress`: None shows a bar on stderr if it is a terminal, plain lines with an ETA
+    otherwise; False shows nothing.
     Raises FileNotFoundError / NotADirectoryError for a bad `root`, and
     NoImagesError when no file decodes.
     """
