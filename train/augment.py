@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("color", "translation", "cutout")
+from .config import AUGMENTATIONS
+
 TRANSLATION_RATIO = 1 / 8  # DiffAugment's defaults
 CUTOUT_RATIO = 1 / 2
 
@@ -143,3 +144,13 @@ def d_inputs(policy: str, noise: float, gen: torch.Generator, batch: int | None 
     if not parse_policy(policy) and noise <= 0:
         return None
     return DInputs(policy, noise, noise_steps, gen, batch, rows)
+
+
+def for_state(cfg, state) -> DInputs | None:
+    """This step's D-input transform for a training state (train/state.py), or None:
+    the config's policy and noise, drawing from the state's generator for its rows."""
+    t = d_inputs(cfg.augment, cfg.instance_noise, state.gen, cfg.batch_size, state.part,
+                 cfg.instance_noise_steps)
+    if t is not None:
+        t.at_step(state.step)
+    return t

@@ -12,6 +12,8 @@ from typing import Any
 
 from began.models.config import JsonConfig, ModelConfig, opt
 
+AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's; train/augment.py
+
 
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
@@ -37,6 +39,20 @@ class TrainConfig(JsonConfig):
                                "h_dim == z_dim; 0 = the plain paper)")
     z_shared: bool = opt(False, "one z for D's fake term and G's loss (the paper draws z_D "
                                 "and z_G apart)")
+    # --- levers against mode collapse (issue #10; each off by default) ----------
+    alternating: bool = opt(False, "D steps first, then G's loss is taken through the updated "
+                                   "D (default: both gradients at the same weights)")
+    augment: str = opt("", "DiffAugment policy for every image D sees, real and fake, D "
+                           "reconstructing the augmented image: a comma list of "
+                           "translation, cutout, color ('' = none)")
+    instance_noise: float = opt(0.0, "std of Gaussian noise added to every image D sees, "
+                                     "decaying linearly to 0 over --instance-noise-steps")
+    instance_noise_steps: int = opt(50_000, "steps over which the instance noise decays to 0")
+    pullaway: float = opt(0.0, "weight of EBGAN's pull-away term on D's codes of G's images, "
+                               "added to G's loss (0 = off)")
+    ema_decay: float = opt(0.0, "keep an exponential moving average of G's weights with this "
+                                "decay (e.g. 0.999; 0 = off): grids samples/ema-*, export "
+                                "--weights ema")
     # --- optimisation ----------------------------------------------------------
     batch_size: int = opt(16, "the paper's batch; larger batches are reported to collapse")
     lr_g: float = opt(1e-4, "Adam learning rate of G")
@@ -95,6 +111,14 @@ class TrainConfig(JsonConfig):
                      "ckpt_every", "keep", "n_samples"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
+        unknown = [a for a in self.augment.split(",") if a.strip() not in ("", *AUGMENTATIONS)]
+        check(not unknown, f"unknown augment {', '.join(unknown)} (a comma list of "
+                           f"{', '.join(AUGMENTATIONS)})")
+        check(self.instance_noise >= 0, f"instance_noise must be >= 0, got {self.instance_noise}")
+        check(self.instance_noise_steps >= 1,
+              f"instance_noise_steps must be >= 1, got {self.instance_noise_steps}")
+        check(self.pullaway >= 0, f"pullaway must be >= 0, got {self.pullaway}")
+        check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
 
     @classmethod

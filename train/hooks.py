@@ -80,6 +80,9 @@ def make_hooks(ctx: HookContext) -> list[Hook]:
     """The hooks this config asks for, in call order. New modules plug in here:
     `if ctx.cfg.<your_option>: hooks.append(YourHook(ctx))`."""
     hooks: list[Hook] = []
+    if ctx.cfg.ema_decay > 0:
+        from .ema import EMAHook  # (ema.py subclasses Hook: imported here, not at the top)
+        hooks.append(EMAHook(ctx))
     return hooks
 
 

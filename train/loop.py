@@ -32,7 +32,7 @@ import torch
 
 from began.errors import BeganError, UsageError
 
-from . import distributed
+from . import augment, distributed
 from .config import TrainConfig
 from .distributed import Dist
 from .hooks import HookContext, Hooks, make_hooks
@@ -160,12 +160,14 @@ def _choose_step(cfg: TrainConfig, d: Dist) -> StepFn:
     reference it must match."""
     reduce = d.mean if d.active else None
     kw = dict(gamma=cfg.gamma, lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
-              z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha, reduce=reduce)
+              z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha, reduce=reduce,
+              alternating=cfg.alternating, pullaway=cfg.pullaway)
 
     def reference(s: TrainState, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor
                   ) -> StepOut:
         # began_step is looked up at call time, so tests can wrap it.
-        return began_step(s.G, s.D, s.opt_g, s.opt_d, x, z_d, z_g, s.k, **kw)
+        return began_step(s.G, s.D, s.opt_g, s.opt_d, x, z_d, z_g, s.k, **kw,
+                          augment=augment.for_state(cfg, s))
 
     return reference
 
