@@ -77,6 +77,10 @@ class TrainConfig(JsonConfig):
     keep: int = opt(3, "checkpoints kept (older ones are deleted after a good write)")
     n_samples: int = opt(64, "images in each sample grid")
     workers: int = opt(0, "image decoding processes (0: min(cores, 8))")
+    fast_step: str = opt("auto", "the fast training step (train/fast_step.py: one G and one D "
+                                 "pass, fused Adam, bf16, CUDA graph; same update): auto (on "
+                                 "for CUDA), on, off; options it lacks fall back to the "
+                                 "reference step, with a message")
 
     def __post_init__(self) -> None:
         def check(ok: bool, msg: str) -> None:
@@ -120,6 +124,8 @@ class TrainConfig(JsonConfig):
         check(self.pullaway >= 0, f"pullaway must be >= 0, got {self.pullaway}")
         check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        check(self.fast_step in ("auto", "on", "off"),
+              f"fast_step must be auto, on or off, got {self.fast_step!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -156,7 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # long and how noisily the run goes, not what it computes.
 RESUMABLE_CHANGES = frozenset(
     {"data_dir", "steps", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
-     "workers", "data_on_device"}
+     "workers", "data_on_device", "fast_step"}
 )
 
 

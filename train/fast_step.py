@@ -58,9 +58,12 @@ SUPPORTED_TRAIN = frozenset({
     "lr_decay", "lr_floor", "lr_window", "lr_patience", "lr_min_delta", "residual_steps",
     "steps", "seed", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
     "workers", "fast_step",
+    "ema_decay",  # a hook averages G after the step: the step is unchanged
+    "instance_noise_steps",  # inert unless instance_noise > 0, which falls back
 })
+# out_tanh lives inside G and D's decoder, which the fast step calls as modules.
 SUPPORTED_MODEL = frozenset({"resolution", "n", "z_dim", "h_dim", "repeat", "skip",
-                             "vanishing_residual"})
+                             "vanishing_residual", "out_tanh"})
 
 
 @dataclass(frozen=True)
@@ -349,24 +352,62 @@ def resolve_mode(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
+def use_fast_step(cfg, device: torch.device, log: Callable[[str], None]) -> bool:
+    """Whether the fast step runs for this config (field `fast_step`, default auto) on this
+    device; an option it lacks means the reference runs, said once through `log`."""
+    if not resolve_mode(getattr(cfg, "fast_step", "auto"), device):
+        return False
+    missing = unsupported_options(cfg)
+    if missing:
+        log(f"fast step: not supported with {', '.join(missing)}; using the reference step")
+        return False
+    return True
+
+
+def _hyper(cfg, reduce: Reduce | None) -> dict:
+    return dict(gamma=cfg.gamma, lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
+                z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha, reduce=reduce)
+
+
+def _say_levers(step: FastStep, log: Callable[[str], None]) -> None:
+    on = [f.name for f in dataclasses.fields(step.levers) if getattr(step.levers, f.name) is True]
+    log(f"fast step: {', '.join(on)}; adam {step.levers.adam_kind(step.device)}")
+
+
 def make_step(cfg, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
               opt_d: torch.optim.Optimizer, device: torch.device, *,
               reduce: Reduce | None = None, levers: Levers | None = None,
               log: Callable[[str], None] = lambda m: None) -> StepFn:
-    """The step the loop calls as step(x, z_d, z_g, k) -> StepOut: the fast one when the
-    config asks for it (field `fast_step`, default auto) and supports every option set,
-    else the reference. Says once, through `log`, which one runs and why."""
-    hyper = dict(gamma=cfg.gamma, lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
-                 z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha, reduce=reduce)
-    plain = PlainStep(G, D, opt_g, opt_d, **hyper)
-    if not resolve_mode(getattr(cfg, "fast_step", "auto"), device):
-        return plain
-    missing = unsupported_options(cfg)
-    if missing:
-        log(f"fast step: not supported with {', '.join(missing)}; using the reference step")
-        return plain
-    step = FastStep(G, D, opt_g, opt_d, levers=levers, log=log, **hyper)
-    on = [f.name for f in dataclasses.fields(step.levers)
-          if getattr(step.levers, f.name) is True]
-    log(f"fast step: {', '.join(on)}; adam {step.levers.adam_kind(device)}")
+    """step(x, z_d, z_g, k) -> StepOut for these modules: FastStep or PlainStep."""
+    if not use_fast_step(cfg, device, log):
+        return PlainStep(G, D, opt_g, opt_d, **_hyper(cfg, reduce))
+    step = FastStep(G, D, opt_g, opt_d, levers=levers, log=log, **_hyper(cfg, reduce))
+    _say_levers(step, log)
     return step
+
+
+def fast_or_reference(cfg, device: torch.device, reduce: Reduce | None, log: Callable[[str], None],
+             reference: Callable) -> Callable:
+    """The training loop's step, fn(state, x, z_d, z_g) -> StepOut: the fast step when
+    `use_fast_step`, else `reference`. Both are set up on their first call, that is after
+    a resume has loaded the optimisers: the fast step then sets its Adam flags, and the
+    reference resets the ones a fast run's checkpoint carried (fused, capturable)."""
+    if not use_fast_step(cfg, device, log):
+        ready: list[bool] = []
+
+        def plain(s, x, z_d, z_g):
+            if not ready:
+                set_adam_flags(s.opt_g), set_adam_flags(s.opt_d)
+                ready.append(True)
+            return reference(s, x, z_d, z_g)
+
+        return plain
+    built: list[FastStep] = []
+
+    def fast(s, x, z_d, z_g):
+        if not built:
+            built.append(FastStep(s.G, s.D, s.opt_g, s.opt_d, log=log, **_hyper(cfg, reduce)))
+            _say_levers(built[0], log)
+        return built[0](x, z_d, z_g, s.k)
+
+    return fast

@@ -35,6 +35,7 @@ from began.errors import BeganError, UsageError
 from . import augment, distributed
 from .config import TrainConfig
 from .distributed import Dist
+from .fast_step import fast_or_reference
 from .hooks import HookContext, Hooks, make_hooks
 from .interrupt import StopRequest
 from .load import load_data
@@ -105,7 +106,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
     hooks = Hooks([])
     snaps = Snapshots(state, hooks, run, d, log)
     hooks.hooks += make_hooks(HookContext(cfg, run, d, log, save_checkpoint=snaps.save))
-    step_fn = _choose_step(cfg, d)
+    step_fn = _choose_step(cfg, d, dev, log)
 
     # --- resume -----------------------------------------------------------------------
     resumed_from = snaps.resume_newest(existed)
@@ -152,7 +153,8 @@ def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
 StepFn = Callable[[TrainState, torch.Tensor, torch.Tensor, torch.Tensor], StepOut]
 
 
-def _choose_step(cfg: TrainConfig, d: Dist) -> StepFn:
+def _choose_step(cfg: TrainConfig, d: Dist, dev: torch.device, log: Callable[[str], None]
+                 ) -> StepFn:
     """The step function is chosen here. Every choice takes (state, x, z_D, z_G), updates
     G, D and both optimisers in place and returns a StepOut (0-dim device tensors, no
     host sync). A faster step (or alternating updates) is a branch on a config field
@@ -169,7 +171,7 @@ def _choose_step(cfg: TrainConfig, d: Dist) -> StepFn:
         return began_step(s.G, s.D, s.opt_g, s.opt_d, x, z_d, z_g, s.k, **kw,
                           augment=augment.for_state(cfg, s))
 
-    return reference
+    return fast_or_reference(cfg, dev, reduce, log, reference)  # fast_step.py decides
 
 
 def _one_step(state: TrainState, step_fn: StepFn, hooks: Hooks) -> None:
