@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BeganError
+from .errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, BeganError, StdoutError
 
 # Set by the global -v option; tracebacks of unexpected errors only with -vv.
 VERBOSITY = {"level": 0}
@@ -62,8 +62,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"began {__version__}")
         return 0
     code = run(argv)
-    sys.stdout.flush()
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:  # stdout's disk is full, or its reader left: said once, no trace
+        _silence_stdout()
+        if not isinstance(e, BrokenPipeError):
+            _print_error(f"cannot write to stdout ({e.strerror or e})",
+                         "redirect stdout to a file on a disk with space")
+        return code or 1
     return code
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    if sys.stderr is not None:
+        print(error_lines(message, hint), file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's own flush at exit cannot fail again
+    (and print a traceback of its own)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def run(argv: list[str]) -> int:
@@ -79,31 +103,45 @@ def run(argv: list[str]) -> int:
         # standalone_mode=False: click returns typer.Exit's code instead of exiting.
         rv = make_app()(args=argv, prog_name="began", standalone_mode=False)
         if rv == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
-            print("interrupted", file=sys.stderr)
+            _print_error_free("interrupted")
         return rv if isinstance(rv, int) else 0
     except ClickUsageError as e:
+        message = e.format_message().strip()
+        if not message:  # no arguments at all: the help was shown, that is the answer
+            return EXIT_USAGE
         where = e.ctx.command_path if e.ctx else "began"
-        print(error_lines(e.format_message(), f"see '{where} --help'"), file=sys.stderr)
+        _print_error(message, f"see '{where} --help'")
         return EXIT_USAGE
     except typer.Abort:
-        print("interrupted", file=sys.stderr)
+        _print_error_free("interrupted")
         return EXIT_INTERRUPTED
     except BeganError as e:
-        print(error_lines(e.message, e.hint), file=sys.stderr)
+        if isinstance(e, StdoutError):
+            _silence_stdout()
+        _print_error(e.message, e.hint)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _print_error_free("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # `began ... | head`: the reader left; not an error worth a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        # `began ... | head`: the reader left; not an error worth a line.
+        _silence_stdout()
+        return EXIT_FATAL
+    except MemoryError:
+        _print_error("out of memory", "ask for less at once: a smaller -n, --batch-size or "
+                                      "--max-images")
+        return EXIT_FATAL
     except Exception as e:  # a bug, not a user error: say so, traceback with -vv
         if VERBOSITY["level"] >= 2:
             raise
-        print(error_lines(f"unexpected {type(e).__name__}: {e}",
-                          "rerun with -vv for the traceback and report it"), file=sys.stderr)
-        return 1
+        _print_error(f"unexpected {type(e).__name__}: {e}",
+                     "rerun with -vv for the traceback and report it")
+        return EXIT_FATAL
+
+
+def _print_error_free(line: str) -> None:
+    if sys.stderr is not None:
+        print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ EXIT_FATAL = 1  # the command could not do its job
 EXIT_USAGE = 2  # bad arguments (also Typer/Click's own usage errors)
 EXIT_PARTIAL = 3  # some outputs failed, others were written
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class BeganError(Exception):
@@ -22,3 +23,7 @@ class BeganError(Exception):
 class UsageError(BeganError):
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message, hint, EXIT_USAGE)
+
+
+class StdoutError(BeganError):
+    """stdout is closed or cannot be written (a full disk): the output cannot be delivered."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,46 @@ _counter = itertools.count()
 
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}.tmp")
+
+
+# _temp_name's pattern: only names of this form are ever removed as stale.
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})-[0-9]{1,20}\.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # someone's live process; or unsure
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Remove the temp files that killed began processes left in `folder`: regular files
+    named as _temp_name names them whose process is gone. Nothing else is touched (a
+    live writer's temp file is kept). Returns how many were removed."""
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        m = TEMP_NAME.fullmatch(name)
+        if not m or pid_alive(int(m.group("pid"))):
+            continue
+        path = folder / name
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to remove
+    return removed
 
 
 def _create_temp(path: Path) -> Path:

@@ -50,6 +50,7 @@ class Model:
         # On CUDA, bound inputs/outputs spare onnxruntime a staging copy and a sync per call.
         self.io_binding = provider.kind == "cuda" if io_binding is None else io_binding
         self._sessions: dict[str, object] = {}
+        self._probed: set[str] = set()
 
     @classmethod
     def open(cls, spec: str | Path | None, device: str = "auto", precision: str = "auto"
@@ -77,31 +78,77 @@ class Model:
     def _session(self, graph: str):
         if graph not in self._sessions:
             try:
-                s = session(self.bundle.path(graph, self.graph_precision(graph)), self.provider)
+                s = self._new_session(graph)
             except BeganError as e:
                 if not (self.provider.auto and self.provider.kind == "cuda"):
                     raise
                 # --device auto: CUDA looked usable but this graph did not land there.
                 self.provider = Provider("cpu", reason=f"CUDA not used: {e.message}", auto=True)
                 self._sessions.clear()
-                s = session(self.bundle.path(graph, self.graph_precision(graph)), self.provider)
+                s = self._new_session(graph)
             self._check(graph, s)
             self._sessions[graph] = s
         return self._sessions[graph]
 
+    def _new_session(self, graph: str):
+        precision = self.graph_precision(graph)
+        # onnxruntime gets the bytes that were just verified, never the path again.
+        return session(self.bundle.path(graph, precision), self.provider,
+                       self.bundle.read_graph(graph, precision))
+
+    def expected_shapes(self, graph: str) -> tuple[list[list[int]], list[list[int]]]:
+        """Per input and output, the shape after the batch axis that the manifest implies."""
+        b = self.bundle
+        img, z, h = [3, b.resolution, b.resolution], [b.z_dim], [b.h_dim]
+        return {"generator": ([z], [img]), "encoder": ([img], [z]),
+                "autoencoder": ([img], [img, h]), "decoder": ([h], [img]),
+                "invert_grad": ([z, img], [[], z])}[graph]
+
     def _check(self, graph: str, s) -> None:
-        """The file must be the graph the manifest says: right role, inputs and outputs.
+        """The file must be the graph the manifest says: right role, inputs and outputs,
+        and the shapes the manifest's resolution, N_z and N_h imply (a graph that would
+        make 2048x2048 images from a 16x16 manifest is refused before it runs).
         (The sha256 proves the file is the one exported, not that the export was ours.)"""
+        name = self.bundle.path(graph, self.graph_precision(graph)).name
         meta = s.get_modelmeta().custom_metadata_map
         io = self.bundle.manifest.get("graphs", {}).get(graph, {})
         names = ([i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
         if meta.get("began.graph") != graph or names != (io.get("inputs"), io.get("outputs")):
-            raise BundleError(f"{self.bundle.path(graph).name} in {self.bundle.root} is not a "
-                              f"began {graph} graph", REEXPORT)
+            raise BundleError(f"{name} in {self.bundle.root} is not a began {graph} graph",
+                              REEXPORT)
+        dtype = "tensor(float16)" if self.graph_precision(graph) == "fp16" else "tensor(float)"
+        for args, want in zip((s.get_inputs(), s.get_outputs()), self.expected_shapes(graph)):
+            for arg, shape in zip(args, want):
+                got = list(arg.shape)
+                if (arg.type != dtype or len(got) != 1 + len(shape)
+                        or isinstance(got[0], int) or got[1:] != shape):
+                    raise BundleError(
+                        f"{name} in {self.bundle.root} declares {arg.name} as {arg.type} "
+                        f"{_shape(got)}, but its manifest implies {dtype} "
+                        f"{_shape(['batch', *shape])}", REEXPORT)
 
     def run(self, graph: str, *inputs: np.ndarray) -> list[np.ndarray]:
-        """One call of a graph on a batch; float32 in, float32 out."""
+        """One call of a graph on a batch; float32 in, float32 out. The first call of each
+        graph runs one row first, and every result's shape is checked, so a graph that
+        computes more than it declares is stopped at one image."""
         s = self._session(graph)
+        if graph not in self._probed:
+            if len(inputs[0]) > 1:
+                self._run_checked(graph, s, *(x[:1] for x in inputs))
+            self._probed.add(graph)
+        return self._run_checked(graph, s, *inputs)
+
+    def _run_checked(self, graph: str, s, *inputs: np.ndarray) -> list[np.ndarray]:
+        outs = self._run(graph, s, *inputs)
+        n = len(inputs[0])
+        for o, arg, shape in zip(outs, s.get_outputs(), self.expected_shapes(graph)[1]):
+            if o.shape != (n, *shape):
+                raise BundleError(f"{graph} in {self.bundle.root} returned {arg.name} of shape "
+                                  f"{_shape(list(o.shape))}, not {_shape([n, *shape])}",
+                                  REEXPORT)
+        return outs
+
+    def _run(self, graph: str, s, *inputs: np.ndarray) -> list[np.ndarray]:
         dtype = np.float16 if self.graph_precision(graph) == "fp16" else np.float32
         feed = {i.name: np.ascontiguousarray(x, dtype=dtype)
                 for i, x in zip(s.get_inputs(), inputs)}
@@ -138,3 +185,7 @@ class Model:
 
     def decode(self, h: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return self._all("decoder", h, batch_size=batch_size)[0]
+
+
+def _shape(dims: list) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ")"

@@ -118,8 +118,9 @@ def resolve(device: str) -> Provider:
     raise UsageError(f"bad device {device!r}", "use auto, cpu, cuda or cuda:N")
 
 
-def session(path: Path, provider: Provider):
-    """An InferenceSession on `provider`, verified to really run there."""
+def session(path: Path, provider: Provider, data: bytes | None = None):
+    """An InferenceSession on `provider`, verified to really run there. With `data`,
+    the graph comes from those bytes (already verified) and `path` only names it."""
     ort = _ort()
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
@@ -127,7 +128,8 @@ def session(path: Path, provider: Provider):
     # other threads while the next batch runs, and spinning would starve them.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        s = ort.InferenceSession(str(path), opts, providers=provider.options())
+        s = ort.InferenceSession(str(path) if data is None else data, opts,
+                                 providers=provider.options())
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise BeganError(f"onnxruntime cannot load {path.name}: {str(e).splitlines()[0][:200]}",
                          "the file passed its checksum, so this onnxruntime may be too old "

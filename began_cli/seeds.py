@@ -8,6 +8,7 @@ import numpy as np
 from .errors import UsageError
 
 MAX_SEED = 2**32 - 1
+MAX_COUNT = 10_000_000  # seeds one command takes: a list of them must fit in memory
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -27,6 +28,9 @@ def parse_seeds(spec: str) -> list[int]:
         if not (0 <= a <= MAX_SEED and 0 <= b <= MAX_SEED) or b < a:
             raise UsageError(f"bad seed range {part!r} in --seeds {spec!r}",
                              f"seeds are 0..{MAX_SEED} and ranges go low-high")
+        if len(seeds) + (b - a + 1) > MAX_COUNT:
+            raise UsageError(f"--seeds {spec[:40]!r} names more than {MAX_COUNT:,} seeds",
+                             "split the list over several runs")
         seeds.extend(range(a, b + 1))
     if not seeds:
         raise UsageError(f"--seeds {spec!r} names no seed", "e.g. --seeds 0-7,42")

@@ -22,7 +22,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 SkipOpt = Annotated[bool, typer.Option(
     "--skip-existing", help="Keep existing files and write only the missing ones.")]
 BatchOpt = Annotated[Optional[int], typer.Option(
-    "--batch-size", min=1, metavar="N", show_default=False,
+    "--batch-size", min=1, max=1 << 16, metavar="N", show_default=False,
     help="Images per onnxruntime call [default: 1024 on CUDA, 64 on the CPU].")]
 
 
@@ -37,5 +37,12 @@ def open_model(model, device: str, precision: str, out):
     return m
 
 
+# One onnxruntime call holds at most this many float32 pixel values per image tensor.
+MAX_BATCH_VALUES = 1 << 28
+
+
 def batch_size(value, model) -> int:
-    return value or (1024 if model.provider.kind == "cuda" else 64)
+    """--batch-size, or the provider's default; never so large that one call's images
+    (batch x 3 x R x R floats) pass 1 GiB."""
+    bs = value or (1024 if model.provider.kind == "cuda" else 64)
+    return max(1, min(bs, MAX_BATCH_VALUES // (3 * model.resolution ** 2)))

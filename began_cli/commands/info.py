@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 from ..errors import BeganError
 from ..model import open_bundle
+from ..output import Out, json_text
 from ..runtime import cuda_status, resolve
 from .common import DeviceOpt, JsonOpt, ModelOpt
 
@@ -15,6 +13,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = 
     """Show the model's manifest, its files, and the onnxruntime provider that would run."""
     import onnxruntime as ort
 
+    o = Out(as_json)
     b = open_bundle(model)
     ok, cuda_reason, missing = cuda_status()
     try:
@@ -31,22 +30,18 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = 
         "architecture": m["model"],
         "training": m.get("training", {}),
         "encoder": m.get("encoder", {}),
-        "files": {name: {k: f[k] for k in ("bytes", "precision", "sha256")}
-                  for name, f in m["files"].items()},
+        "files": {name: {"bytes": f["bytes"], "precision": f.get("precision", "fp32"),
+                         "sha256": f["sha256"]} for name, f in m["files"].items()},
         "files_verified": True,
         "onnxruntime": ort.__version__,
         "available_providers": ort.get_available_providers(),
         "provider": name, "provider_reason": why,
         "cuda": {"usable": ok, "reason": cuda_reason, "missing_libraries": list(missing)},
     }
-    if as_json:
-        json.dump(report, sys.stdout)
-        print()
-        return
-    _print(report)
+    o.data(json_text(report) if as_json else _text(report))
 
 
-def _print(r: dict) -> None:
+def _text(r: dict) -> str:
     t, e = r["training"], r["encoder"]
     data = t.get("data", {})
     lines = [
@@ -70,8 +65,8 @@ def _print(r: dict) -> None:
         lines.append(f"cuda       missing: {', '.join(r['cuda']['missing_libraries'])} "
                      "(install the cuda extra: pip install 'began[cuda]')")
     # The report is the command's output: stdout, so `began info | less` works.
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 def _f(v, digits: int = 4) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
+    return "-" if not isinstance(v, (int, float)) else f"{v:.{digits}f}"
