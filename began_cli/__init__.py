@@ -6,3 +6,11 @@ need the `train` extra (torch).
 """
 
 __version__ = "0.1.0"
+
+
+def load(path=None, device: str = "auto", precision: str = "auto"):
+    """Open a model bundle for the Python API (began.api); the embedded model by default.
+    onnxruntime is imported here, not by `import began`."""
+    from .api import load as _load
+
+    return _load(path, device=device, precision=precision)

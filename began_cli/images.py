@@ -36,6 +36,30 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2,
     return out
 
 
+def tile(images: np.ndarray, nrow: int | None = None) -> np.ndarray:
+    """What `--out FILE` holds: one image as itself, several as a grid."""
+    return images[0] if len(images) == 1 else make_grid(images, nrow)
+
+
+RESAMPLE = ("nearest", "lanczos")
+
+
+def enlarge(images: np.ndarray, scale: int, resample: str = "nearest") -> np.ndarray:
+    """(N, H, W, C) or (H, W, C) uint8 -> `scale` times larger, for viewing small models'
+    images. nearest keeps the pixels as they are (blocks); lanczos smooths them."""
+    if scale == 1:
+        return images
+    if resample == "nearest":  # exact, and numpy alone
+        return images.repeat(scale, axis=-3).repeat(scale, axis=-2)
+    from PIL import Image
+
+    if images.ndim == 3:
+        return enlarge(images[None], scale, resample)[0]
+    h, w = images.shape[1:3]
+    return np.stack([np.asarray(Image.fromarray(im).resize(
+        (w * scale, h * scale), Image.Resampling.LANCZOS)) for im in images])
+
+
 def save_image(path: str | Path, image: np.ndarray, fmt: str | None = None) -> None:
     """Write an (H, W, C) uint8 image atomically; format from `fmt` or the suffix."""
     from PIL import Image  # pillow's import is not free; only pay it when writing

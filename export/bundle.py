@@ -24,6 +24,7 @@ from began import __version__
 from began.bundle import FORMAT, FORMAT_VERSION, MANIFEST, graph_file, sha256_file
 from began.errors import BeganError, UsageError
 from began.files import write_text
+from began.latent import inversion_reference
 from began.train.data import Preprocess, load_image_folder
 from began.train.loop import resolve_device
 
@@ -73,6 +74,7 @@ def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str,
             "loss_fake": stats.get("loss_fake"), "stats_step": stats.get("step"),
             "lr_g": stats.get("lr_g"), "lr_d": stats.get("lr_d"), "cs_alpha": cfg.cs_alpha,
             "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "weights": snap.weights, "ema_decay": cfg.ema_decay,
             "data": {"folder": Path(cfg.data_dir).name, "images": data.get("count"),
                      "skipped": data.get("n_skipped"), "resolution": cfg.model.resolution,
                      "crop": cfg.crop, "background": cfg.background, "resample": cfg.resample},
@@ -86,6 +88,7 @@ def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str,
 def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
                encoder: str = "fit", fit_steps: int = 2000, device: str = "auto",
                data_dir: str | None = None, fp16: bool = True, overwrite: bool = False,
+               weights: str = "auto",
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the bundle for `run_dir` at `out`; returns its manifest."""
     out = Path(out)
@@ -94,7 +97,7 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
                          "pass --overwrite to replace it, or another --out")
     if encoder not in ("fit", "d"):
         raise UsageError(f"unknown encoder {encoder!r}", "use fit or d")
-    snap = load_run(run_dir, step)
+    snap = load_run(run_dir, step, weights)
     cfg = snap.cfg
     kind = encoder
     if kind == "d" and cfg.model.h_dim != cfg.model.z_dim:
@@ -102,7 +105,8 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
                          f"{cfg.model.z_dim}", "use --encoder fit")
     dev = resolve_device(device)
     G, D = snap.G.to(dev), snap.D.to(dev)
-    log(f"exporting {snap.checkpoint} (step {snap.step}) on {dev}")
+    log(f"exporting {snap.checkpoint} (step {snap.step}, {snap.weights} weights of G) on "
+        f"{dev}")
 
     real_fit, real_held = _real_images(snap, data_dir, log)
     if kind == "d":
@@ -124,8 +128,16 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
         f"{m['psnr_fake']:.2f} dB" + (f", PSNR G(Enc(x)) on {m['n_real']} held-out real images "
                                       f"{m['psnr_real']:.2f} dB" if "psnr_real" in m else ""))
 
+    # The CLI warns when an image inverts much worse than the model's own samples do:
+    # their error is measured here, with the CLI's own function and seeds.
+    with torch.no_grad():
+        def numpy_fn(module):
+            return lambda a: torch.cat([module(torch.from_numpy(a[i:i + 64]).to(dev)).cpu()
+                                        for i in range(0, len(a), 64)]).numpy()
+        reference = inversion_reference(numpy_fn(G), numpy_fn(enc), cfg.model.z_dim)
     G, D, enc = G.cpu(), D.cpu(), enc.cpu()
     core = _manifest_core(snap, info)
+    core["inversion_reference"] = reference
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
