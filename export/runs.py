@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from began.errors import BeganError
+from began.errors import BeganError, UsageError
 from began.models import Discriminator, Generator, build
 from began.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from began.train.config import TrainConfig
+from began.train.ema import ema_weights, has_ema
 
 
 @dataclass
@@ -29,6 +30,7 @@ class RunSnapshot:
     k: float
     stats: dict[str, Any] | None  # the last stats.jsonl row at or before `step`
     data: dict[str, Any] | None  # data.json
+    weights: str = "raw"  # which G: "raw" or "ema" (the moving average of its weights)
 
 
 def _last_stats(path: Path, step: int) -> dict[str, Any] | None:
@@ -44,7 +46,23 @@ def _last_stats(path: Path, step: int) -> dict[str, Any] | None:
     return row
 
 
-def load_run(run_dir: str | Path, step: int | None = None) -> RunSnapshot:
+WEIGHTS = ("auto", "ema", "raw")
+
+
+def _pick_weights(weights: str, ema_saved: bool, path: Path) -> str:
+    """Which G to rebuild: "raw" (the trained weights), "ema" (their moving average, kept
+    by `began train --ema-decay`, see train/ema.py) or "auto" (ema when the checkpoint
+    holds it)."""
+    if weights not in WEIGHTS:
+        raise UsageError(f"unknown --weights {weights!r}", "use auto, ema or raw")
+    if weights == "ema" and not ema_saved:
+        raise UsageError(f"{path.name} holds no moving average of G's weights",
+                         "train with --ema-decay (e.g. 0.999), or export --weights raw")
+    return "ema" if weights != "raw" and ema_saved else "raw"
+
+
+def load_run(run_dir: str | Path, step: int | None = None,
+             weights: str = "auto") -> RunSnapshot:
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise BeganError(f"{run_dir} is not a training run (no config.json)",
@@ -73,6 +91,9 @@ def load_run(run_dir: str | Path, step: int | None = None) -> RunSnapshot:
     G, D = build(cfg.model)
     G.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("G.")})
     D.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("D.")})
+    used = _pick_weights(weights, has_ema(tensors), path)
+    if used == "ema":
+        G.load_state_dict(ema_weights(tensors))
     if cfg.model.vanishing_residual:  # the carry the weights were trained with at this step
         carry = max(0.0, 1.0 - step / cfg.residual_steps)
         G.set_carry(carry)
@@ -81,4 +102,5 @@ def load_run(run_dir: str | Path, step: int | None = None) -> RunSnapshot:
     data = json.loads(data_json.read_text()) if data_json.exists() else None
     return RunSnapshot(run_dir=run_dir, checkpoint=path, step=step, cfg=cfg, G=G.eval(),
                        D=D.eval(), k=float(tensors["ctl.k"]),
-                       stats=_last_stats(run_dir / "stats.jsonl", step), data=data)
+                       stats=_last_stats(run_dir / "stats.jsonl", step), data=data,
+                       weights=used)

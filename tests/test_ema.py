@@ -117,3 +117,58 @@ def test_every_lever_on_resumes_bit_exactly(image_folder, tmp_path):
     other, _ = checkpoint_at(plain, 12)
     assert "ema.updates" not in other
     assert not torch.equal(other["G.out.weight"], tensors["G.out.weight"])
+
+
+# --- in began export ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ema_run(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ema_run")
+    assert train(image_folder, out, *BASE, "--ema-decay", "0.5", "--steps", 6) == 0
+    return out
+
+
+def test_load_run_picks_the_average_or_the_raw_weights(ema_run, tiny_run):
+    from began.errors import UsageError
+    from began.export.runs import load_run
+
+    from checks import checkpoint_at
+
+    tensors, _ = checkpoint_at(ema_run, 6)
+    auto, ema, raw = (load_run(ema_run, weights=w) for w in ("auto", "ema", "raw"))
+    assert (auto.weights, ema.weights, raw.weights) == ("ema", "ema", "raw")
+    for name, t in auto.G.state_dict().items():
+        assert torch.equal(t, tensors[f"ema.G.{name}"])
+        assert torch.equal(raw.G.state_dict()[name], tensors[f"G.{name}"])
+    assert torch.equal(auto.D.encoder.fc.weight, raw.D.encoder.fc.weight)  # D is D
+    assert load_run(tiny_run).weights == "raw"  # no average kept: auto is raw
+    with pytest.raises(UsageError, match="no moving average"):
+        load_run(tiny_run, weights="ema")
+    with pytest.raises(UsageError, match="unknown --weights"):
+        load_run(ema_run, weights="best")
+
+
+def test_export_records_the_weights_and_ships_the_average(ema_run, tmp_path):
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from began.app import run
+    from began.export.runs import load_run
+
+    out = tmp_path / "bundle"
+    assert run(["export", str(ema_run), "--out", str(out), "--encoder", "d", "--no-fp16",
+                "-q"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["weights"] == "ema"
+    assert manifest["training"]["ema_decay"] == 0.5
+    z = np.random.default_rng(0).uniform(-1, 1, (4, 16)).astype(np.float32)
+    sess = ort.InferenceSession(str(out / "generator.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: z})[0]
+    with torch.no_grad():
+        ema = load_run(ema_run, weights="ema").G(torch.from_numpy(z)).numpy()
+        raw = load_run(ema_run, weights="raw").G(torch.from_numpy(z)).numpy()
+    assert np.abs(got - ema).max() < 1e-4 < np.abs(got - raw).max()
+    assert run(["export", str(ema_run), "--out", str(tmp_path / "b2"), "--weights", "lots",
+                "--encoder", "d", "-q"]) == 2

@@ -32,6 +32,10 @@ def export(
                                help="Where to fit the encoder."),
     fp16: bool = typer.Option(True, "--fp16/--no-fp16",
                               help="Also write half-precision graphs for the GPU."),
+    weights: str = typer.Option("auto", metavar="auto|ema|raw",
+                                help="G's weights: ema (their moving average, kept when "
+                                     "trained with --ema-decay), raw, or auto (ema when kept); "
+                                     "the manifest records which."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing MODEL_DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
@@ -51,7 +55,7 @@ def export(
 
     manifest = export_run(run_dir, out, step=step, encoder=encoder, fit_steps=fit_steps,
                           device=device, data_dir=None if data is None else str(data),
-                          fp16=fp16, overwrite=overwrite, log=log)
+                          fp16=fp16, overwrite=overwrite, weights=weights, log=log)
     size = sum(f["bytes"] for f in manifest["files"].values())
     log(f"wrote {out}: {len(manifest['files'])} graphs, {size / 1e6:.1f} MB, "
         f"step {manifest['training']['step']}")
