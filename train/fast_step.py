@@ -18,6 +18,8 @@ and can be switched off on its own, so bench/train_step.py can weigh it:
                  update) captured once and replayed: one launch per step. k_t lives in
                  a device buffer updated in place; each lr lives in a device tensor that
                  Adam reads, refreshed when the optimiser's param group changes.
+- cudnn_benchmark: let cuDNN time its convolution algorithms once per shape (the
+                 shapes never change during a run).
 - compile:       torch.compile on G, D's encoder and D's decoder (in place, so the
                  state_dict keys do not change).
 
@@ -75,6 +77,7 @@ class Levers:
     tf32: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
+    cudnn_benchmark: bool = False
     compile: bool = False
 
     @classmethod
@@ -82,14 +85,16 @@ class Levers:
         """What pays on each device: on CUDA every lever but compile; on the CPU the
         kernel-count levers only (bf16 and graphs are CUDA features here)."""
         if torch.device(device).type == "cuda":
-            return cls(bf16=True, tf32=True, channels_last=True, cuda_graph=True)
+            return cls(bf16=True, tf32=True, channels_last=True, cuda_graph=True,
+                       cudnn_benchmark=True)
         return cls()
 
     def on(self, device: torch.device) -> "Levers":
         """These levers with the CUDA-only ones switched off elsewhere."""
         if device.type == "cuda":
             return self
-        return dataclasses.replace(self, bf16=False, tf32=False, cuda_graph=False)
+        return dataclasses.replace(self, bf16=False, tf32=False, cuda_graph=False,
+                                   cudnn_benchmark=False)
 
     def adam_kind(self, device: torch.device) -> str:
         if self.adam != "auto":
@@ -159,9 +164,11 @@ class FastStep:
     # --- one-time setup (lazy: after a resume has loaded the optimiser state) ----------
     def _prepare(self) -> None:
         lv, dev = self.levers, self.device
+        # Process-wide switches (PyTorch has no per-module ones): they stay on after.
         if lv.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")
+        if lv.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         if lv.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Every GPU check of issue #12 in one command, on the lent device machine, from the repo root:
+#
+#   bash bench/device/run_all.sh                 # all parts, within one 10-minute call
+#   bash bench/device/run_all.sh tests bench64   # only some parts (setup always runs)
+#   bash bench/device/run_all.sh --cpu-dry-run   # here, on the CPU, tiny sizes: checks the script
+#
+# Parts (each under its own time limit; one failing does not stop the others; a part that
+# no longer fits in the call's budget is skipped and named at the end, to run next call):
+#   setup     install this checkout (no network: --no-deps, --no-build-isolation); install
+#             onnxruntime-gpu from the wheel pieces carried in .whl/ort/ when they are complete
+#   tests     the CUDA tests (pytest -k cuda): fast step, graph, bf16, and every other file's
+#   bench64   bench/train_step.py --ablate at 64x64, n = 64, batch 16 (the issue's target)
+#   bench128  bench/train_step.py at 128x128, n = 128
+#   train     began train --device cuda (fast step, auto) on the carried noto-emoji folder,
+#             a resume, began export, began sample --device cuda; the run's images/s
+#   gen       bench/generator_throughput.py on that run at batch 1024
+#   compile   (not in the default list) bench/train_step.py --compile at 64x64
+#
+# Results go to $OUT (at most 8 files come back): summary.txt (every table), log.txt (all
+# output), results.jsonl (the benches' JSON lines), pytest.txt, train-stats.jsonl, grid.png.
+set -u
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+
+DRY=0
+PARTS=()
+for a in "$@"; do
+  case "$a" in
+    --cpu-dry-run) DRY=1 ;;
+    setup|tests|bench64|bench128|compile|train|gen) PARTS+=("$a") ;;
+    *) echo "unknown argument: $a" >&2; exit 2 ;;
+  esac
+done
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(tests bench64 bench128 train gen)
+
+OUT=${OUT:-/tmp/began-device-out}
+mkdir -p "$OUT"
+# Kept between calls while the machine stays warm: a later call's `gen` finds the run.
+WORK=${WORK:-/tmp/began-device}
+[ $DRY = 1 ] && WORK=$(mktemp -d /tmp/began-device.XXXXXX)
+mkdir -p "$WORK"
+BUDGET=${BUDGET:-570}           # seconds for the whole call (the device allows 600)
+START=$SECONDS
+export PYTHONUNBUFFERED=1 BEGAN_CACHE_DIR=$WORK/cache
+PY=${PYTHON:-python3}
+if [ $DRY = 1 ]; then
+  DEV=cpu
+  [ -x "$REPO/.venv/bin/python" ] && PY=$REPO/.venv/bin/python
+  export OMP_NUM_THREADS=1
+else
+  DEV=cuda
+fi
+SUMMARY=$OUT/summary.txt LOG=$OUT/log.txt RESULTS=$OUT/results.jsonl
+: >"$SUMMARY"; : >"$LOG"; : >"$RESULTS"
+SKIPPED=() FAILED=()
+
+say() { echo "$*" | tee -a "$SUMMARY" "$LOG"; }
+
+# run_part NAME SECONDS: runs part_NAME under a time limit if it still fits in the budget.
+# `timeout` signals the part's whole process group when the limit passes.
+run_part() {
+  local name=$1 limit=$2 left=$((BUDGET - (SECONDS - START)))
+  if [ "$left" -lt 20 ]; then SKIPPED+=("$name"); say "== $name: skipped (no time left)"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  say "== $name (limit ${limit}s, $((SECONDS - START))s used)"
+  local t0=$SECONDS
+  timeout -k 10 "$limit" bash -c "part_$name" >>"$LOG" 2>&1
+  local rc=$?
+  [ $rc -eq 124 ] && say "   $name: stopped at its time limit"
+  [ $rc -ne 0 ] && FAILED+=("$name(rc=$rc)")
+  say "== $name: rc=$rc in $((SECONDS - t0))s"
+}
+
+part_setup() {
+  nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi)"
+  if ! "$PY" -c "import began.train.fast_step" 2>/dev/null; then
+    "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e "$REPO" || return 1
+  fi
+  # onnxruntime-gpu: a 255 MB wheel carried in pieces (see bench/device/README.md).
+  if [ -f .whl/ort/SHA256SUMS ]; then
+    local whl
+    whl=$(awk '{print $2}' .whl/ort/SHA256SUMS)
+    cat .whl/ort/"$whl".part-* >"$WORK/$whl"
+    if (cd "$WORK" && sha256sum -c "$REPO/.whl/ort/SHA256SUMS"); then
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/ortsite" \
+        "$WORK/$whl" && rm "$WORK/$whl"
+    else
+      echo "onnxruntime-gpu pieces incomplete (have: $(ls .whl/ort | tr '\n' ' '))"
+    fi
+  fi
+  "$PY" - <<'EOF'
+import torch, onnxruntime as ort, began
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("gpu", torch.cuda.get_device_name(), "cudnn", torch.backends.cudnn.version())
+print("onnxruntime", ort.__version__, ort.get_available_providers(), "began", began.__version__)
+EOF
+}
+
+part_tests() {
+  local files="tests/"
+  [ $DRY = 1 ] && files="tests/test_fast_step.py"
+  "$PY" -m pytest -q -p no:cacheprovider -k cuda -rs $files 2>&1 | tee "$OUT/pytest.txt"
+  local rc=${PIPESTATUS[0]}
+  tail -3 "$OUT/pytest.txt" >>"$SUMMARY"
+  return $rc
+}
+
+bench_step() {
+  local out rc
+  out=$("$PY" bench/train_step.py --device $DEV "$@" 2>&1); rc=$?
+  echo "$out"
+  echo "$out" | grep '^{' >>"$RESULTS"
+  echo "$out" | grep -v '^{' | grep -v -i warn >>"$SUMMARY"
+  return $rc
+}
+
+part_bench64() {
+  if [ $DRY = 1 ]; then bench_step --res 16 --n 16 --z 16 --batch 8 --steps 2 --repeat 1 --ablate
+  else bench_step --ablate; fi
+}
+
+part_bench128() {
+  if [ $DRY = 1 ]; then bench_step --res 32 --n 16 --z 16 --batch 8 --steps 2 --repeat 1
+  else bench_step --res 128 --n 128 --steps 100; fi
+}
+
+part_compile() {
+  if [ $DRY = 1 ]; then bench_step --res 16 --n 16 --z 16 --batch 8 --steps 2 --repeat 1 --compile
+  else bench_step --compile; fi
+}
+
+data_dir() {
+  for d in "${BEGAN_DATA:-}" noto-emoji ../shared/data/noto-emoji; do
+    [ -n "$d" ] && [ -d "$d" ] && { echo "$d"; return; }
+  done
+  # No carried data: draw some images so the pipeline still runs (said in the summary).
+  "$PY" - "$WORK/drawn" <<'EOF'
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image, ImageDraw
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(0)
+for i in range(256):
+    img = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(img)
+    for _ in range(3):
+        x, y = (int(v) for v in rng.integers(0, 40, 2))
+        d.ellipse([x, y, x + 20, y + 20], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    img.save(out / f"{i:03d}.png")
+EOF
+  echo "$WORK/drawn"
+}
+
+part_train() {
+  local data run=$WORK/run model=$WORK/model flags more t0 rc=0
+  rm -rf "$run" "$model"   # a warm machine may hold an earlier call's run
+  data=$(data_dir)
+  echo "data: $data" | tee -a "$SUMMARY"
+  if [ $DRY = 1 ]; then
+    flags=(--preset smoke --device cpu --fast-step on --steps 40 --log-every 10 --ckpt-every 20
+           --sample-every 20)
+    more=60
+  else
+    flags=(--preset paper64 --device cuda --steps 3000 --log-every 500 --ckpt-every 1500
+           --sample-every 1500)
+    more=4000
+  fi
+  t0=$SECONDS
+  began train "$data" --out "$run" "${flags[@]}" || return 1
+  echo "train: $((SECONDS - t0)) s for ${flags[*]}" | tee -a "$SUMMARY"
+  t0=$SECONDS
+  began train "$data" --out "$run" "${flags[@]}" --steps $more || rc=1
+  echo "resume to $more: $((SECONDS - t0)) s, rc=$rc" | tee -a "$SUMMARY"
+  cp "$run/stats.jsonl" "$OUT/train-stats.jsonl"
+  # images/s of the last rows (the loop's own measure, between log rows).
+  "$PY" -c "
+import json, sys
+rows = [json.loads(l) for l in open('$run/stats.jsonl')]
+print('train images/s per log row:', [r['images_per_s'] for r in rows])
+print('last row:', {k: rows[-1][k] for k in ('step', 'k', 'm_global', 'loss_real', 'loss_fake')})
+" | tee -a "$SUMMARY"
+  t0=$SECONDS
+  began export "$run" --out "$model" --fit-steps 200 --device $DEV --data "$data" || return 1
+  echo "export: $((SECONDS - t0)) s" | tee -a "$SUMMARY"
+  t0=$SECONDS
+  began sample -n 64 --out "$OUT/grid.png" --model "$model" --device $DEV --json \
+    | tail -1 | tee -a "$SUMMARY" || rc=1
+  began sample -n 2048 --outdir "$WORK/bulk" --model "$model" --device $DEV -q || rc=1
+  echo "sample -n 64 and -n 2048 --outdir: $((SECONDS - t0)) s" | tee -a "$SUMMARY"
+  began info --model "$model" --device auto 2>&1 | tail -8 | tee -a "$SUMMARY"
+  echo "$run" >"$WORK/run_dir"
+  return $rc
+}
+
+part_gen() {
+  local run
+  run=$(cat "$WORK/run_dir" 2>/dev/null) || { echo "no run from the train part"; return 1; }
+  [ -d "$run" ] || { echo "run $run is gone (a fresh machine): run the train part first"; return 1; }
+  local out rc
+  if [ $DRY = 1 ]; then
+    out=$("$PY" bench/generator_throughput.py "$run" --batch 64 --iters 2 --device cpu 2>&1)
+  else
+    out=$("$PY" bench/generator_throughput.py "$run" --batch 1024 --device cuda 2>&1)
+  fi
+  rc=$?
+  echo "$out"
+  echo "$out" | grep '^{' >>"$RESULTS"
+  echo "$out" | grep -v '^{' >>"$SUMMARY"
+  return $rc
+}
+
+export -f part_setup part_tests bench_step part_bench64 part_bench128 part_compile data_dir \
+  part_train part_gen
+export DRY DEV PY OUT WORK SUMMARY RESULTS REPO
+
+# Setup first, in this shell: its PYTHONPATH for onnxruntime-gpu must reach the parts.
+run_part setup 120
+[ -d "$WORK/ortsite" ] && export PYTHONPATH=$WORK/ortsite${PYTHONPATH:+:$PYTHONPATH}
+# A `began` on PATH for the train part (pip -e puts it beside the interpreter).
+export PATH=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')"):$PATH
+declare -A LIMIT=([tests]=150 [bench64]=150 [bench128]=90 [train]=200 [gen]=90 [compile]=240)
+[ $DRY = 1 ] && LIMIT=([tests]=120 [bench64]=200 [bench128]=120 [train]=240 [gen]=120
+                       [compile]=200)
+for p in "${PARTS[@]}"; do
+  [ "$p" = setup ] && continue
+  run_part "$p" "${LIMIT[$p]}"
+done
+say "== done in $((SECONDS - START))s; failed: ${FAILED[*]:-none}; skipped: ${SKIPPED[*]:-none}"
+[ ${#SKIPPED[@]} -gt 0 ] && say "next call: bash bench/device/run_all.sh ${SKIPPED[*]}"
+[ $DRY = 1 ] && rm -rf "$WORK"
+cat "$SUMMARY"
+[ ${#FAILED[@]} -eq 0 ]
