@@ -20,7 +20,7 @@ VERBOSITY = {"level": 0}
 def make_app():
     import typer
 
-    from .commands import export, info, interpolate, invert, sample, score, train
+    from .commands import export, info, interpolate, invert, plot, sample, score, train
 
     app = typer.Typer(
         name="began",
@@ -48,6 +48,7 @@ def make_app():
     app.command("score", no_args_is_help=True)(score.score)
     app.command("info")(info.info)
     app.command("train", no_args_is_help=True)(train.train)
+    app.command("plot", no_args_is_help=True)(plot.plot)
     app.command("export", no_args_is_help=True)(export.export)
     return app
 

@@ -49,9 +49,14 @@ def test_short_run_learns(image_folder, tmp_path, capsys):
         assert r["m_global"] == pytest.approx(
             r["loss_real"] + abs(0.5 * r["loss_real"] - r["loss_fake"]), abs=0.2)
         assert r["images_per_s"] > 0 and r["lr_g"] == 1e-4
+    # Intervals not given are capped to the run: a grid every steps/10, a checkpoint every
+    # steps/4 (the smoke preset's 100 and 100 would leave one of each).
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
-        "reals.png", "samples-00000100.png"]
-    assert json.loads((out / "config.json").read_text())["steps"] == 100
+        "reals.png", *(f"samples-{s:08d}.png" for s in range(10, 101, 10))]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        f"ckpt-{s:08d}.safetensors" for s in (50, 75, 100)]  # --keep 3 of 25, 50, 75, 100
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["steps"], saved["sample_every"], saved["ckpt_every"]) == (100, 10, 25)
     err = capsys.readouterr().err
     assert "step 100/100" in err and "done: step 100" in err
 

@@ -93,6 +93,19 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, json.loads(state_json)
 
 
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The training config recorded in a checkpoint's metadata, without reading or
+    verifying its tensors (None when the file does not parse): cheap enough to check
+    flags against before anything is written."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        config = json.loads(meta.get("state", "")).get("config")
+    except (SafetensorError, OSError, ValueError, RuntimeError, AttributeError):
+        return None
+    return config if isinstance(config, dict) and meta.get("format") == FORMAT else None
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint-named file, oldest first."""
     if not ckpt_dir.is_dir():

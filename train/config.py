@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from collections.abc import Collection
 from typing import Any
 
 from began.models.config import JsonConfig, ModelConfig, opt
@@ -72,8 +73,9 @@ class TrainConfig(JsonConfig):
     steps: int = opt(200_000, "total training steps (rerun with a larger value to extend a run)")
     seed: int = opt(0, "seeds the weights, the data order, z and the fixed sample z")
     log_every: int = opt(100, "steps per stats.jsonl row (and per console line)")
-    sample_every: int = opt(2000, "steps per sample grid (from a fixed z)")
-    ckpt_every: int = opt(5000, "steps per checkpoint")
+    sample_every: int = opt(2000, "steps per sample grid (from a fixed z); when not given, "
+                                  "at most steps/10, so a short run shows its progress")
+    ckpt_every: int = opt(5000, "steps per checkpoint; when not given, at most steps/4")
     keep: int = opt(3, "checkpoints kept (older ones are deleted after a good write)")
     n_samples: int = opt(64, "images in each sample grid")
     workers: int = opt(0, "image decoding processes (0: min(cores, 8))")
@@ -164,6 +166,18 @@ RESUMABLE_CHANGES = frozenset(
     {"data_dir", "steps", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
      "workers", "data_on_device", "fast_step"}
 )
+
+
+# A short run still gets intermediate grids and checkpoints: intervals not given
+# explicitly are capped at a fraction of --steps (rounded up).
+SHORT_RUN_FRACTIONS = {"sample_every": 10, "ckpt_every": 4}
+
+
+def fit_intervals(cfg: TrainConfig, given: Collection[str]) -> TrainConfig:
+    """Cap the intervals the user did not give (`given`: field names) to the run length."""
+    capped = {name: min(getattr(cfg, name), max(1, -(-cfg.steps // parts)))
+              for name, parts in SHORT_RUN_FRACTIONS.items() if name not in given}
+    return cfg.replace(**capped)
 
 
 def preset(name: str) -> TrainConfig:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Callable
 
 from began.errors import BeganError
-from began.files import write_text
 
 from .config import TrainConfig
 from .data import ImageSet, NoImagesError, Preprocess, load_image_folder
 from .distributed import Dist
 from .rank0 import on_main
+from .run_folder import RunFolder
 
 
-def load_data(cfg: TrainConfig, run_dir: Path, progress: bool | None,
+def load_data(cfg: TrainConfig, run: RunFolder, progress: bool | None,
               log: Callable[[str], None], d: Dist) -> ImageSet:
     """Decode the folder into the cache (rank 0 first, the other ranks then read it)."""
     pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
@@ -37,13 +35,12 @@ def load_data(cfg: TrainConfig, run_dir: Path, progress: bool | None,
 
         on_main(d, build_cache)
     data = load()
-    if d.is_main:
-        write_text(run_dir / "data.json", json.dumps(data.report(), indent=2) + "\n")
+    run.write_data_report(data.report())
     log(f"data: {len(data.files)} images at {pre.resolution}x{pre.resolution} from "
         f"{cfg.data_dir}" + (" (cached)" if data.from_cache else ""))
     if data.skipped:
         shown = "; ".join(f"{s.path}: {s.reason}" for s in data.skipped[:5])
         more = f" and {len(data.skipped) - 5} more" if len(data.skipped) > 5 else ""
         log(f"skipped {len(data.skipped)} files ({shown}{more}); all listed in "
-            f"{run_dir / 'data.json'}")
+            f"{run.path / 'data.json'}")
     return data

@@ -41,10 +41,11 @@ from .interrupt import StopRequest
 from .load import load_data
 from .progress import Rate, Reporter
 from .rank0 import on_main
-from .run_folder import RunFolder, prepare
+from .run_folder import RunFolder
 from .snapshots import Snapshots
 from .state import STAT_KEYS, TrainState
 from .step import StepOut, began_step
+from .threads import apply as apply_threads
 
 
 class Interrupted(Exception):
@@ -80,18 +81,25 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
-          progress: bool | None = None, log: Callable[[str], None] | None = None
-          ) -> TrainResult:
+          progress: bool | None = None, log: Callable[[str], None] | None = None,
+          threads: int | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir` up to `cfg.steps` steps (under torchrun
-    too: the process group comes from the environment)."""
+    too: the process group comes from the environment). `threads`: CPU threads, see
+    threads.py for the default."""
+    apply_threads(threads)
     d, device = distributed.from_env(device)
+    run = RunFolder(cfg, Path(run_dir), d)
     try:
-        return _train(cfg, Path(run_dir), device, progress, log, d)
+        return _train(cfg, run, device, progress, log, d)
+    except BaseException:
+        run.discard_created()  # a failed start leaves no empty run folder behind
+        raise
     finally:
+        run.close()
         distributed.shutdown(d)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
+def _train(cfg: TrainConfig, run: RunFolder, device: str, progress: bool | None,
            log: Callable[[str], None] | None, d: Dist) -> TrainResult:
     # --- setup --------------------------------------------------------------------
     if cfg.batch_size % d.world:
@@ -99,9 +107,8 @@ def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
                          f"use a multiple of {d.world}: it is the global batch")
     log = (log or (lambda msg: print(msg, file=sys.stderr))) if d.is_main else (lambda m: None)
     dev = resolve_device(device)
-    existed = on_main(d, lambda: prepare(cfg, run_dir))
-    run = RunFolder(cfg, run_dir, d)
-    data = load_data(cfg, run_dir, progress, log, d)
+    existed = on_main(d, run.open)  # the lock, stale temp files, settings vs the run's
+    data = load_data(cfg, run, progress, log, d)
     state = TrainState.build(cfg, data.images, dev, d)
     hooks = Hooks([])
     snaps = Snapshots(state, hooks, run, d, log)
@@ -117,13 +124,14 @@ def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
     # --- the loop -----------------------------------------------------------------------
     row: dict[str, Any] | None = None
     reporter = Reporter(total=cfg.steps, start=state.step, progress=progress, log=log,
-                        enabled=d.is_main)
+                        enabled=d.is_main, batch_size=cfg.batch_size)
     rate = Rate(state.step, cfg.batch_size)
     stop = StopRequest()
     try:
         with stop, reporter:
             while state.step < cfg.steps:
                 _one_step(state, step_fn, hooks)
+                reporter.advance(state.step)
                 at_log = state.step % cfg.log_every == 0 or state.step == cfg.steps
                 if at_log:
                     row = _stats_row(state, hooks, rate)
@@ -144,7 +152,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: str, progress: bool | None,
     finally:
         hooks.close(state)
 
-    return TrainResult(run_dir=run_dir, step=state.step, k=float(state.k),
+    return TrainResult(run_dir=run.path, step=state.step, k=float(state.k),
                        m_global=None if row is None else row["m_global"],
                        checkpoint=snaps.last,
                        resumed_from=resumed_from, weights_sha256=state.digest())

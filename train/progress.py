@@ -1,11 +1,14 @@
-"""Console reporting for training: a rich progress bar with live k_t and M_global
-on a terminal, one plain line per logged step otherwise (logs, CI, pipes)."""
+"""Console reporting for training: on a terminal a rich bar that moves every step with
+images/s, an ETA and the last logged k_t, M_global and quality signal; elsewhere (logs,
+CI, pipes) one plain line per logged step, with an ETA."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import Any, Callable
+
+from began.progress import _clock
 
 
 def stats_line(s: dict[str, Any], total: int) -> str:
@@ -29,11 +32,19 @@ class Rate:
 
 
 class Reporter:
+    """The training console. `advance(step)` after every step moves the bar (count,
+    images/s and ETA come from the host clock: no device sync); `update(step, row)` at
+    log rows sets the values shown beside it (k_t, M_global, the quality signal) or,
+    off a terminal, prints one plain line with an ETA."""
+
     def __init__(self, total: int, start: int, progress: bool | None,
-                 log: Callable[[str], None], enabled: bool = True):
+                 log: Callable[[str], None], enabled: bool = True, batch_size: int = 1):
         self.total, self.start, self.log, self.enabled = total, start, log, enabled
+        self.batch_size = batch_size
         self.use_bar = enabled and (sys.stderr.isatty() if progress is None else progress)
-        self._bar = None
+        self._bar: Any = None
+        self._t0 = time.monotonic()
+        self._quality = ""  # shown until the next evaluation replaces it
 
     def __enter__(self) -> "Reporter":
         if self.use_bar:
@@ -42,23 +53,62 @@ class Reporter:
                                        TimeElapsedColumn, TimeRemainingColumn)
 
             self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                 _images_per_s_column(self.batch_size),
                                  TextColumn("{task.fields[live]}"), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=Console(stderr=True))
+                                 TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
             self._task = self._bar.add_task("train", total=self.total, completed=self.start,
                                             live="")
             self._bar.start()
         return self
 
+    def advance(self, step: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+
     def update(self, step: int, stats: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        self._quality = quality_text(stats) or self._quality
         if self._bar is None:
-            self.log(stats_line(stats, self.total))
+            line = stats_line(stats, self.total)
+            if self._quality:
+                line += f"  {self._quality}"
+            done = step - self.start
+            if 0 < done and step < self.total:
+                eta = (time.monotonic() - self._t0) / done * (self.total - step)
+                line += f"  ETA {_clock(eta)}"
+            self.log(line)
             return
-        live = (f"k {stats['k']:.4f}  M {stats['m_global']:.4f}  "
-                f"{stats['images_per_s']:.0f} img/s")
+        live = f"k {stats['k']:.4f}  M {stats['m_global']:.4f}"
+        if self._quality:
+            live += f"  {self._quality}"
         self._bar.update(self._task, completed=step, live=live)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def quality_text(row: dict[str, Any]) -> str:
+    """The quality signal of an evaluation row (train/quality.py), '' for other rows."""
+    parts = []
+    if "div_pixel" in row and "div_latent" in row:
+        parts.append(f"div {min(row['div_pixel'], row['div_latent']):.2f}")
+    if "kid" in row:
+        parts.append(f"KID {row['kid']:.1f}")
+    return "  ".join(parts)
+
+
+def _images_per_s_column(batch_size: int) -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class ImagesPerSecond(ProgressColumn):
+        """rich's step rate (a moving window of recent steps) times the batch."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- img/s" if speed is None else f"{speed * batch_size:.0f} img/s")
+
+    return ImagesPerSecond()

@@ -34,11 +34,12 @@ def _config_fields() -> list[tuple[str, dataclasses.Field, str]]:
 
 
 def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
-         progress: Optional[bool], overrides: dict[str, Any]) -> None:
-    from began.train.config import preset as load_preset
+         progress: Optional[bool], threads: Optional[int], overrides: dict[str, Any]) -> None:
+    from began.train.config import fit_intervals, preset as load_preset
 
     try:
         cfg = load_preset(preset).replace(data_dir=str(data_dir), **overrides)
+        cfg = fit_intervals(cfg, given=overrides)
     except ValueError as e:
         raise UsageError(str(e), "see `began train --help` for each flag's range") from None
     if dry_run:
@@ -52,7 +53,7 @@ def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
     from began.train.loop import Interrupted, train as fit
 
     try:
-        result = fit(cfg, out, device=device, progress=progress)
+        result = fit(cfg, out, device=device, progress=progress, threads=threads)
     except Interrupted as e:
         where = f"; resume point {e.checkpoint}" if e.checkpoint else "; no checkpoint yet"
         raise BeganError(f"interrupted at step {e.step}{where}",
@@ -67,7 +68,7 @@ def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
 def train(**kwargs: Any) -> None:
     """Train a BEGAN on a folder of images; rerun the same command to resume."""
     base = {k: kwargs.pop(k) for k in ("data_dir", "out", "preset", "device", "dry_run",
-                                         "progress")}
+                                         "progress", "threads")}
     overrides = {k: v for k, v in kwargs.items() if v is not None}
     _run(overrides=overrides, **base)
 
@@ -91,6 +92,10 @@ def _signature() -> inspect.Signature:
         P("progress", P.KEYWORD_ONLY, annotation=Optional[bool], default=typer.Option(
             None, "--progress/--no-progress", show_default=False,
             help="Progress bar (default: only on a terminal).")),
+        P("threads", P.KEYWORD_ONLY, annotation=Optional[int], default=typer.Option(
+            None, "--threads", metavar="N", min=0, show_default=False,
+            help="CPU threads for torch; 0 = torch's default (one per core). Default: "
+                 "$BEGAN_THREADS, else $OMP_NUM_THREADS, else half the cores, at most 4.")),
     ]
     for name, f, panel in _config_fields():
         flag = "--" + name.replace("_", "-")

@@ -1,0 +1,130 @@
+"""`began plot RUN_DIR [--out curves.png]`: a run's curves from its stats.jsonl, in one PNG.
+
+Panels: L(x) and L(G(z)); k_t; M_global; the learning rates (log scale); and, when
+the run tracked quality (train/quality.py), its columns (div_pixel, div_latent, KID).
+Works while the run is training (it reads the rows written so far). Needs matplotlib,
+which the `train` extra installs; torch is not needed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..errors import BeganError, UsageError
+from ..files import write_bytes
+
+# (title, [(column, label)], log scale)
+PANELS: list[tuple[str, list[tuple[str, str]], bool]] = [
+    ("losses", [("loss_real", "L(x)"), ("loss_fake", "L(G(z))")], False),
+    ("k_t", [("k", "k_t")], False),
+    ("M_global (convergence)", [("m_global", "M_global")], False),
+    ("learning rate", [("lr_g", "G"), ("lr_d", "D")], True),
+    ("quality: spread of G(z) / spread of the data (1 = as varied)",
+     [("div_pixel", "pixels"), ("div_latent", "D's latent")], False),
+    ("KID x 1000 (lower is better)", [("kid", "KID")], False),
+]
+PLOT_HINT = ("install the train extra, which brings matplotlib: pip install 'began[train]' "
+             "('.[train]' from a checkout), or just pip install matplotlib")
+
+
+def read_rows(run: Path) -> list[dict[str, Any]]:
+    path = run / "stats.jsonl"
+    if not run.is_dir():
+        raise UsageError(f"{run} is not a folder", "pass a run folder made by began train")
+    if not path.is_file():
+        raise BeganError(f"{path} does not exist",
+                         "pass a run folder made by began train (it writes stats.jsonl at its "
+                         "first log row)", exit_code=2)
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BeganError(f"cannot read {path} ({getattr(e, 'strerror', None) or e})",
+                         "check the file's permissions") from None
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn last line while training writes
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+    if not rows:
+        raise BeganError(f"{path} holds no stats rows yet",
+                         "wait for the run's first log row (--log-every steps)")
+    return rows
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            xs.append(r["step"])
+            ys.append(float(v))
+    return xs, ys
+
+
+def render(rows: list[dict[str, Any]], title: str) -> bytes:
+    """The figure as PNG bytes."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise BeganError("began plot needs matplotlib, which is not installed",
+                         PLOT_HINT) from None
+    matplotlib.use("Agg")  # no display needed
+    from matplotlib.figure import Figure
+
+    panels = [(t, [(k, lab, *_series(rows, k)) for k, lab in cols], log)
+              for t, cols, log in PANELS]
+    panels = [(t, [c for c in cols if c[2]], log) for t, cols, log in panels]
+    panels = [p for p in panels if p[1]]
+    ncols = 2
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(11, 3.2 * nrows), layout="constrained")
+    fig.suptitle(title)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, cols, log) in zip(axes, panels):
+        for _, label, xs, ys in cols:
+            ax.plot(xs, ys, label=label, linewidth=1.2, marker="." if len(xs) < 30 else None)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if log:
+            ax.set_yscale("log")
+        if len(cols) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def plot(
+    run: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder (began train --out)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="FILE.png",
+        help="Where to write the PNG (default: RUN_DIR/curves.png)."),
+) -> None:
+    """Draw a run's training curves (losses, k_t, M_global, lr, quality) into one PNG."""
+    rows = read_rows(run)
+    target = out or run / "curves.png"
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"--out {target} is not a .png file", "name the output FILE.png")
+    if target.is_dir():
+        raise UsageError(f"--out {target} is a folder", "name the output FILE.png")
+    png = render(rows, f"{run.resolve().name}: {len(rows)} rows, up to step "
+                       f"{int(rows[-1]['step'])}")
+    try:
+        write_bytes(target, png)
+    except OSError as e:
+        raise BeganError(f"cannot write {target} ({e.strerror or e})",
+                         "choose an --out you can write to") from None
+    print(f"wrote {target}", file=sys.stderr)
