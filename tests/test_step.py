@@ -261,3 +261,50 @@ def test_augment_is_what_d_sees_and_reconstructs():
     assert out.loss_real.item() == pytest.approx(loss_real.item(), rel=1e-6)
     assert out.loss_fake.item() == pytest.approx(loss_fake.item(), rel=1e-6)
     assert not torch.allclose(tx, x)
+
+
+def test_alternating_with_augment_over_two_ranks_equals_one_process():
+    """Two data-parallel ranks (threads here, with an averaging `reduce`, as
+    distributed.Dist.mean does) compute the one-process update on the global batch."""
+    import threading
+
+    G, D, x, z_d, z_g = setup(11)
+    world, box, barrier = 2, [None, None], threading.Barrier(2)
+
+    def reduce_for(rank):
+        def reduce(tensors):
+            box[rank] = torch.cat([t.reshape(-1) for t in tensors])
+            barrier.wait()
+            mean = (box[0] + box[1]) / world
+            barrier.wait()
+            out, i = [], 0
+            for t in tensors:
+                out.append(mean[i:i + t.numel()].view_as(t))
+                i += t.numel()
+            return out
+        return reduce
+
+    def run(rank, results):
+        Gr, Dr = copy.deepcopy(G), copy.deepcopy(D)
+        rows = slice(2 * rank, 2 * rank + 2)
+        T = d_inputs("translation,cutout,color", 0.05, torch.Generator().manual_seed(4),
+                     batch=4, rows=rows)
+        out = began_step(Gr, Dr, adam(Gr), adam(Dr), x[rows], z_d[rows], z_g[rows],
+                         torch.tensor(0.3), gamma=0.5, lambda_k=0.01, cs_alpha=0.1,
+                         alternating=True, augment=T, reduce=reduce_for(rank))
+        results[rank] = (Gr, Dr, out)
+
+    results = [None, None]
+    threads = [threading.Thread(target=run, args=(r, results)) for r in range(world)]
+    [t.start() for t in threads], [t.join() for t in threads]
+    T = d_inputs("translation,cutout,color", 0.05, torch.Generator().manual_seed(4))
+    one = began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(0.3), gamma=0.5,
+                     lambda_k=0.01, cs_alpha=0.1, alternating=True, augment=T)
+    (G0, D0, a), (G1, D1, b) = results
+    assert torch.equal(a.k, b.k)  # every rank holds the same k_t and weights
+    for p, q in zip([*G0.parameters(), *D0.parameters()], [*G1.parameters(), *D1.parameters()]):
+        assert torch.equal(p, q)
+    for name in ("loss_real", "loss_fake", "loss_d", "loss_cs", "k"):
+        torch.testing.assert_close(getattr(a, name), getattr(one, name), rtol=1e-5, atol=1e-6)
+    for p, q in zip([*G0.parameters(), *D0.parameters()], [*G.parameters(), *D.parameters()]):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
