@@ -17,6 +17,7 @@ from began.models import Discriminator, Generator, build
 from began.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from began.train.config import TrainConfig
 from began.train.ema import ema_weights, has_ema
+from began.train.quality import BEST_NAME
 
 
 @dataclass
@@ -61,12 +62,31 @@ def _pick_weights(weights: str, ema_saved: bool, path: Path) -> str:
     return "ema" if weights != "raw" and ema_saved else "raw"
 
 
-def load_run(run_dir: str | Path, step: int | None = None,
-             weights: str = "auto") -> RunSnapshot:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise BeganError(f"{run_dir} is not a training run (no config.json)",
-                         "pass the --out folder of a `began train` run")
+def parse_step(text: str | None) -> int | str | None:
+    """A --step value: a step number, "best" (the checkpoint kept by quality tracking,
+    see train/quality.py) or None (the newest)."""
+    if text is None or text == "best":
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        raise UsageError(f"--step {text!r} is neither a step number nor 'best'",
+                         "pass --step N (a saved step) or --step best") from None
+    if step < 0:
+        raise UsageError(f"--step must be >= 0, got {step}", "pass a saved step")
+    return step
+
+
+def resolve_checkpoint(run_dir: Path, step: int | str | None) -> Path:
+    """The checkpoint file that --step names in a run folder: the newest for None,
+    checkpoints/ckpt-best.safetensors for "best", else exactly that step's."""
+    if step == "best":
+        path = run_dir / "checkpoints" / BEST_NAME
+        if not path.is_file():
+            raise BeganError(f"{run_dir} has no best checkpoint",
+                             "quality tracking keeps one after its warm-up (train with "
+                             "--eval-every N, on by default), or pass --step N")
+        return path
     saved = list_checkpoints(run_dir / "checkpoints")
     if not saved:
         raise BeganError(f"{run_dir} has no checkpoint yet",
@@ -74,19 +94,31 @@ def load_run(run_dir: str | Path, step: int | None = None,
     steps = [s for s, _ in saved]
     listed = ", ".join(map(str, steps[-10:]))
     if step is None:
-        step, path = saved[-1]
-    elif step in steps:
-        path = dict(saved)[step]
-    else:
-        raise BeganError(f"step {step} was never saved in {run_dir}",
-                         f"saved steps: {listed}")
+        return saved[-1][1]
+    if step in steps:
+        return dict(saved)[step]
+    raise BeganError(f"step {step} was never saved in {run_dir}",
+                     f"saved steps: {listed}" + (", best" if (run_dir / "checkpoints" /
+                                                              BEST_NAME).is_file() else ""))
+
+
+def load_run(run_dir: str | Path, step: int | str | None = None,
+             weights: str = "auto") -> RunSnapshot:
+    """The run's checkpoint at `step` (a number, "best" or None for the newest)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise BeganError(f"{run_dir} is not a training run (no config.json)",
+                         "pass the --out folder of a `began train` run")
+    path = resolve_checkpoint(run_dir, step)
     try:
         tensors, state = load_checkpoint(path)
     except CheckpointError as e:
-        older = [s for s in steps if s < step]
+        steps = [s for s, _ in list_checkpoints(run_dir / "checkpoints")]
+        older = steps if step == "best" else [s for s in steps if s < (step or steps[-1])]
         raise BeganError(f"checkpoint {path} fails its checks ({e})",
                          f"export an older one with --step {older[-1]}" if older else
                          "resume training to write a new one") from None
+    step = state["step"]
     cfg = TrainConfig.from_dict(state["config"])
     G, D = build(cfg.model)
     G.load_state_dict({n[2:]: t for n, t in tensors.items() if n.startswith("G.")})

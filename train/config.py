@@ -78,6 +78,19 @@ class TrainConfig(JsonConfig):
     ckpt_every: int = opt(5000, "steps per checkpoint; when not given, at most steps/4")
     keep: int = opt(3, "checkpoints kept (older ones are deleted after a good write)")
     n_samples: int = opt(64, "images in each sample grid")
+    # --- quality tracking (train/quality.py) -------------------------------------
+    eval_every: int = opt(-1, "steps between quality evaluations (spread of G(z) against real "
+                              "images, in pixels and in D's latent space), a multiple of "
+                              "log_every; -1: about 20 per run (none under 1,000 "
+                              "steps); 0: off")
+    eval_samples: int = opt(256, "generated and real images in each quality evaluation")
+    eval_kid: str = opt("auto", "quality evaluations also compute KID (Inception features): "
+                                "auto (on CUDA only: slow on a CPU), on, off")
+    collapse_threshold: float = opt(0.3, "collapse when min(div_pixel, div_latent) falls "
+                                         "below this after the warm-up (1 = as varied as "
+                                         "the data; fully collapsed runs read 0.0-0.15)")
+    stop_on_collapse: bool = opt(False, "end the run (exit 0, with a checkpoint; the best "
+                                        "one is kept) when collapse is detected")
     workers: int = opt(0, "image decoding processes (0: min(cores, 8))")
     fast_step: str = opt("auto", "the fast training step (train/fast_step.py: one G and one D "
                                  "pass, fused Adam, bf16, CUDA graph; same update): auto (on "
@@ -126,6 +139,15 @@ class TrainConfig(JsonConfig):
         check(self.pullaway >= 0, f"pullaway must be >= 0, got {self.pullaway}")
         check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        check(self.eval_every >= -1, f"eval_every must be >= -1, got {self.eval_every}")
+        check(self.eval_every <= 0 or self.eval_every % self.log_every == 0,
+              f"eval_every must be a multiple of log_every ({self.log_every}), got "
+              f"{self.eval_every}: evaluations land on stats rows")
+        check(self.eval_samples >= 2, f"eval_samples must be >= 2, got {self.eval_samples}")
+        check(self.eval_kid in ("auto", "on", "off"),
+              f"eval_kid must be auto, on or off, got {self.eval_kid!r}")
+        check(self.collapse_threshold >= 0,
+              f"collapse_threshold must be >= 0, got {self.collapse_threshold}")
         check(self.fast_step in ("auto", "on", "off"),
               f"fast_step must be auto, on or off, got {self.fast_step!r}")
 
@@ -164,7 +186,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # long and how noisily the run goes, not what it computes.
 RESUMABLE_CHANGES = frozenset(
     {"data_dir", "steps", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
-     "workers", "data_on_device", "fast_step"}
+     "workers", "data_on_device", "fast_step", "eval_every", "eval_samples", "eval_kid",
+     "collapse_threshold", "stop_on_collapse"}
 )
 
 

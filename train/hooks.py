@@ -47,6 +47,7 @@ class HookContext:
 
 class Hook:
     name = "hook"  # prefix of this hook's tensors and key of its meta in checkpoints
+    stop_reason: str | None = None  # set (the same on every rank) to end the run cleanly
 
     def __init__(self, ctx: HookContext):
         self.ctx = ctx
@@ -83,6 +84,9 @@ def make_hooks(ctx: HookContext) -> list[Hook]:
     if ctx.cfg.ema_decay > 0:
         from .ema import EMAHook  # (ema.py subclasses Hook: imported here, not at the top)
         hooks.append(EMAHook(ctx))
+    if ctx.cfg.eval_every != 0:  # -1 (auto) may still mean none for a short run
+        from .quality import QualityHook
+        hooks.append(QualityHook(ctx))
     return hooks
 
 
@@ -112,6 +116,10 @@ class Hooks:
     def close(self, state: Any) -> None:
         for h in self.hooks:
             h.close(state)
+
+    def stop_reason(self) -> str | None:
+        """Why a hook asks the run to end after this step (e.g. --stop-on-collapse)."""
+        return next((h.stop_reason for h in self.hooks if h.stop_reason), None)
 
     def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors: dict[str, torch.Tensor] = {}

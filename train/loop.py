@@ -143,6 +143,11 @@ def _train(cfg: TrainConfig, run: RunFolder, device: str, progress: bool | None,
                     run.write_samples(state.G, state.fixed_z, state.step)
                 if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps:
                     snaps.save()
+                if hooks.stop_reason():  # a hook ends the run cleanly (--stop-on-collapse)
+                    if snaps.saved_step != state.step:
+                        snaps.save()
+                    log(f"stopped at step {state.step}: {hooks.stop_reason()}")
+                    break
                 if _stop_requested(stop, at_log, d, dev):
                     if snaps.saved_step != state.step:
                         snaps.save()

@@ -17,8 +17,9 @@ def export(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A `began train` run folder."),
     out: Path = typer.Option(..., "--out", "-o", metavar="MODEL_DIR",
                              help="Bundle folder to write (written whole, or not at all)."),
-    step: Optional[int] = typer.Option(None, metavar="N",
-                                       help="Checkpoint step to export [default: the newest]."),
+    step: Optional[str] = typer.Option(None, metavar="N|best",
+                                       help="Checkpoint step to export, or best (the one "
+                                            "quality tracking kept) [default: the newest]."),
     encoder: str = typer.Option("fit", metavar="fit|d",
                                 help="Inversion encoder: fit a copy of D's encoder with G frozen "
                                      "(best measured, BEGAN-CS runs included), or D's own (only "
@@ -48,12 +49,14 @@ def export(
         raise BeganError(f"export needs PyTorch and onnx ({e.name} is not installed)",
                          TORCH_HINT) from None
     from began.export.bundle import export_run
+    from began.export.runs import parse_step
 
     def log(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr)
 
-    manifest = export_run(run_dir, out, step=step, encoder=encoder, fit_steps=fit_steps,
+    manifest = export_run(run_dir, out, step=parse_step(step), encoder=encoder,
+                          fit_steps=fit_steps,
                           device=device, data_dir=None if data is None else str(data),
                           fp16=fp16, overwrite=overwrite, weights=weights, log=log)
     size = sum(f["bytes"] for f in manifest["files"].values())

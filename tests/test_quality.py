@@ -1,0 +1,279 @@
+"""Quality tracked while training (train/quality.py): the diversity signal, collapse,
+the best checkpoint, and how they sit in a real run (columns, resume, export)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from began.app import run
+from began.train.checkpoint import load_checkpoint
+from began.train.config import TrainConfig, preset
+from began.train.quality import (BEST_NAME, QualityTracker, diversity_ratio, eval_interval,
+                                 mean_pairwise_distance)
+from checks import assert_same_state, checkpoint_at
+
+BUSY = ["--preset", "smoke", "--device", "cpu", "--no-progress", "--batch-size", "8",
+        "--ckpt-every", "5", "--log-every", "3", "--lr-window", "4", "--lr-patience", "1",
+        "--lr-min-delta", "0.5", "--keep", "10", "--sample-every", "10"]
+
+
+def train(folder, out, *extra):
+    return run(["train", str(folder), "--out", str(out), *map(str, extra)])
+
+
+def stats(out):
+    return [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+
+
+def blobs(n, seed, centres=None, size=16):
+    """Images scattered around `centres` (one picked per image) with a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    if centres is None:
+        centres = torch.rand(10, 3, size, size, generator=torch.Generator().manual_seed(99))
+        centres = centres * 2 - 1
+    pick = torch.randint(len(centres), (n,), generator=g)
+    return (centres[pick] + 0.2 * torch.randn(n, 3, size, size, generator=g)).clamp(-1, 1)
+
+
+# --- the signal ------------------------------------------------------------------
+
+def test_mean_pairwise_distance_by_hand():
+    v = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    assert float(mean_pairwise_distance(v)) == pytest.approx((5 + 10 + 5) / 3)
+    assert float(mean_pairwise_distance(torch.ones(5, 3, 4, 4))) == 0.0
+
+
+def test_ratio_is_one_for_samples_like_the_reals_and_zero_for_identical_ones():
+    reals, like = blobs(256, seed=1), blobs(256, seed=2)
+    assert diversity_ratio(like, reals) == pytest.approx(1.0, abs=0.03)
+    same = reals[:1].expand(256, -1, -1, -1)
+    assert diversity_ratio(same, reals) == 0.0
+    # Samples from only one of the ten modes: far below 1 (mode collapse), above 0.
+    centres = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(99)) * 2 - 1
+    one_mode = blobs(256, seed=3, centres=centres[:1])
+    assert 0.05 < diversity_ratio(one_mode, reals) < 0.5
+    # Noisier than the data (pixels at -1 or 1 at random) reads above 1.
+    noise = torch.randint(0, 2, (256, 3, 16, 16), generator=torch.Generator().manual_seed(4))
+    assert diversity_ratio(noise * 2.0 - 1, reals) > 1.2
+
+
+def test_eval_interval_auto_off_and_explicit():
+    smoke = preset("smoke")  # 200 steps, a row every 10
+    assert eval_interval(smoke.replace(eval_every=-1)) == 0  # too short to judge
+    assert eval_interval(smoke.replace(eval_every=-1, steps=2000)) == 100
+    assert eval_interval(TrainConfig(eval_every=-1, steps=200_000, log_every=100)) == 10_000
+    assert eval_interval(TrainConfig(eval_every=-1, steps=1000, log_every=30)) == 60
+    assert eval_interval(smoke.replace(eval_every=0)) == 0
+    assert eval_interval(smoke.replace(eval_every=40)) == 40
+    with pytest.raises(ValueError, match="multiple of log_every"):
+        smoke.replace(eval_every=15)
+
+
+class Constant(nn.Module):
+    """A generator that draws the same image for every z: total collapse."""
+
+    def __init__(self, image):
+        super().__init__()
+        self.image = image
+
+    def forward(self, z):
+        return self.image.expand(len(z), -1, -1, -1)
+
+
+def small_setup(steps=100, **over):
+    cfg = preset("smoke").replace(steps=steps, eval_every=10, eval_samples=64, **over)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (80, 16, 16, 3), dtype=np.uint8)
+    from began.models import build
+    torch.manual_seed(0)
+    G, D = build(cfg.model)
+    return cfg, images, G, D
+
+
+def test_a_constant_generator_reads_as_collapse_once():
+    cfg, images, G, D = small_setup()
+    tr = QualityTracker(cfg, images, torch.device("cpu"))
+    flat = Constant(torch.zeros(1, 3, 16, 16))
+    row = tr.measure(flat, D)
+    assert row == {"div_pixel": 0.0, "div_latent": 0.0}
+    assert tr.judge(5, row).message is None  # inside the warm-up (10% of 100 steps)
+    first = tr.judge(20, row)
+    assert first.collapsed and first.first and not first.best
+    assert first.message.startswith("collapse at step 20: samples vary 0.00x")
+    assert "no best checkpoint yet" in first.message
+    again = tr.judge(30, row)
+    assert again.collapsed and not again.first and again.message is None  # said once
+    assert tr.state.collapse_step == 20
+
+
+def test_measure_draws_nothing_from_the_training_streams():
+    cfg, images, G, D = small_setup()
+    torch.manual_seed(123)
+    gen = torch.Generator().manual_seed(5)
+    before, gen_before = torch.random.get_rng_state(), gen.get_state()
+    tr = QualityTracker(cfg, images, torch.device("cpu"))
+    a = tr.measure(G, D)
+    b = tr.measure(G, D)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(gen.get_state(), gen_before)
+    assert a == b and set(a) == {"div_pixel", "div_latent"}
+    assert 0 < a["div_pixel"] and 0 < a["div_latent"]
+    # The real batch is a fixed, seeded choice: a second tracker sees the same one.
+    assert torch.equal(QualityTracker(cfg, images, torch.device("cpu")).reals, tr.reals)
+
+
+def test_best_is_the_newest_near_the_highest_capped_score_never_a_collapsed_one():
+    cfg, images, _, _ = small_setup(steps=100, collapse_threshold=0.3)
+    tr = QualityTracker(cfg, images, torch.device("cpu"))
+
+    def judge(step, pix, lat):
+        return tr.judge(step, {"div_pixel": pix, "div_latent": lat}).best
+
+    assert not judge(5, 0.9, 0.9)  # warm-up: not judged
+    assert judge(10, 0.6, 0.8)  # first: best (score 0.6)
+    assert judge(20, 0.9, 0.7)  # 0.7 > 0.6
+    assert judge(30, 0.68, 0.9)  # 0.68 is within 0.05 of 0.7: the newer one wins
+    assert not judge(40, 0.6, 0.9)  # 0.6 is not
+    assert judge(50, 1.4, 1.3)  # capped at 1: noisier than data does not count extra
+    assert judge(60, 0.96, 1.0)  # within 0.05 of 1
+    assert not judge(70, 0.2, 0.9)  # collapsed: never best
+    assert tr.state.best_step == 60 and tr.state.best_value == 1.0
+    assert tr.state.collapse_step == 70
+
+
+def test_with_kid_the_lowest_kid_is_best():
+    cfg, images, _, _ = small_setup(steps=100)
+    tr = QualityTracker(cfg, images, torch.device("cpu"), by_kid=True)
+    rows = [(20, 5.0), (30, 3.0), (40, 4.0), (50, 2.5)]
+    best = [tr.judge(s, {"div_pixel": 0.9, "div_latent": 0.9, "kid": k}).best for s, k in rows]
+    assert best == [True, True, False, True] and tr.state.best_step == 50
+
+
+# --- in a training run -------------------------------------------------------------
+
+def test_a_run_logs_the_columns_on_the_cadence(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(image_folder, out, *BUSY, "--steps", 20, "--eval-every", 6) == 0
+    rows = stats(out)
+    with_div = [r["step"] for r in rows if "div_pixel" in r]
+    assert with_div == [6, 12, 18]
+    for r in rows:
+        if "div_pixel" in r:
+            assert 0 <= r["div_pixel"] < 5 and 0 <= r["div_latent"] < 5
+            assert "kid" not in r  # off on the CPU by default
+    err = capsys.readouterr().err
+    assert "div " in err  # shown on the plain progress line
+    # A best was chosen after the warm-up (2 steps) unless every evaluation read collapse.
+    best = out / "checkpoints" / BEST_NAME
+    if any(min(r["div_pixel"], r["div_latent"]) >= 0.3 for r in rows if "div_pixel" in r):
+        assert best.exists()
+    else:
+        assert "collapse at step 6" in err
+
+
+def scripted(monkeypatch, values):
+    """Make every evaluation read the next (div_pixel, div_latent) from `values`."""
+    import began.train.quality as quality
+
+    it = iter(values)
+
+    def measure(self, G, D):
+        pix, lat = next(it)
+        return {"div_pixel": pix, "div_latent": lat}
+
+    monkeypatch.setattr(quality.QualityTracker, "measure", measure)
+
+
+def test_best_checkpoint_survives_pruning_and_export_picks_it(image_folder, tmp_path,
+                                                               monkeypatch):
+    from began.export.runs import load_run
+
+    scripted(monkeypatch, [(0.9, 0.9), (0.95, 1.0), (0.5, 0.6), (0.55, 0.5)])
+    out = tmp_path / "run"
+    assert train(image_folder, out, *BUSY, "--steps", 24, "--eval-every", 6, "--keep", 1) == 0
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["ckpt-00000024.safetensors", BEST_NAME]
+    tensors, state = load_checkpoint(out / "checkpoints" / BEST_NAME)
+    assert state["step"] == 12 and state["hooks"]["quality"]["best_step"] == 12
+    snap = load_run(out, "best")
+    assert snap.step == 12 and snap.checkpoint.name == BEST_NAME
+    assert torch.equal(next(snap.G.parameters()).detach(), tensors["G.fc.weight"])
+    assert snap.stats["step"] == 12 and snap.stats["div_pixel"] == 0.95
+    bundle = tmp_path / "bundle"
+    assert run(["export", str(out), "--step", "best", "--out", str(bundle), "--fit-steps", "5",
+                "--no-fp16", "--device", "cpu", "-q"]) == 0
+    assert json.loads((bundle / "manifest.json").read_text())["training"]["step"] == 12
+
+
+def test_export_step_best_without_a_best_is_one_clear_error(tiny_run, tmp_path, capsys):
+    assert run(["export", str(tiny_run), "--step", "best", "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and "no best checkpoint" in err[0]
+    assert err[1].startswith("hint: ") and "--eval-every" in err[1]
+    assert run(["export", str(tiny_run), "--step", "nope", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_collapse_is_said_once_and_stop_on_collapse_ends_the_run(image_folder, tmp_path,
+                                                                monkeypatch, capsys):
+    scripted(monkeypatch, [(0.9, 0.9), (0.1, 0.2), (0.05, 0.1), (0.05, 0.1)])
+    out = tmp_path / "go-on"
+    assert train(image_folder, out, *BUSY, "--steps", 24, "--eval-every", 6) == 0
+    err = capsys.readouterr().err
+    assert err.count("collapse at step 12: samples vary 0.10x") == 1
+    assert "the best checkpoint is step 6" in err
+
+    scripted(monkeypatch, [(0.9, 0.9), (0.1, 0.2), (0.05, 0.1)])
+    out = tmp_path / "stop"
+    assert train(image_folder, out, *BUSY, "--steps", 24, "--eval-every", 6,
+                 "--stop-on-collapse") == 0
+    err = capsys.readouterr().err
+    assert "collapse at step 12" in err and "stopped at step 12" in err
+    assert [r["step"] for r in stats(out)][-1] == 12  # its row is written, then it stops
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["ckpt-00000005.safetensors", "ckpt-00000010.safetensors",
+                     "ckpt-00000012.safetensors", BEST_NAME]
+    assert load_checkpoint(out / "checkpoints" / BEST_NAME)[1]["step"] == 6
+
+
+def test_a_constant_generator_is_caught_in_a_real_run(image_folder, tmp_path, monkeypatch,
+                                                      capsys):
+    from began.models.began import Generator
+
+    def flat(self, z):  # one image for every z, still a function of all of G's weights
+        tie = sum(p.sum() for p in self.parameters()) * 0.0
+        return (self.out.bias.view(1, 3, 1, 1) + tie).expand(len(z), 3, 16, 16)
+
+    monkeypatch.setattr(Generator, "forward", flat)
+    out = tmp_path / "flat"
+    assert train(image_folder, out, *BUSY, "--steps", 12, "--eval-every", 6,
+                 "--stop-on-collapse") == 0
+    err = capsys.readouterr().err
+    assert "collapse at step 6: samples vary 0.00x" in err and "stopped at step 6" in err
+    assert stats(out)[-1]["div_pixel"] == 0.0
+    assert not (out / "checkpoints" / BEST_NAME).exists()
+
+
+def test_resume_with_tracking_is_exact(image_folder, tmp_path):
+    track = ["--eval-every", 6, "--vanishing-residual", "--residual-steps", 12]
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert train(image_folder, straight, *BUSY, *track, "--steps", 20) == 0
+    assert train(image_folder, halves, *BUSY, *track, "--steps", 10) == 0
+    assert train(image_folder, halves, *BUSY, *track, "--steps", 20) == 0
+    assert_same_state(checkpoint_at(halves, 20), checkpoint_at(straight, 20))
+    ref = {r["step"]: r for r in stats(straight)}
+    rows = {r["step"]: r for r in stats(halves)}
+    for step in (6, 12, 18):  # the evaluations: the same numbers
+        assert {k: rows[step][k] for k in ("div_pixel", "div_latent", "quality")} == {
+            k: ref[step][k] for k in ("div_pixel", "div_latent", "quality")}
+    # Row 12 averages steps 11-12 after the first call's extra row at 10; 18 is whole.
+    assert {**rows[18], "images_per_s": 0} == {**ref[18], "images_per_s": 0}
+    best = [load_checkpoint(p / "checkpoints" / BEST_NAME) for p in (straight, halves)
+            if (p / "checkpoints" / BEST_NAME).exists()]
+    assert len(best) in (0, 2)
+    if best:  # its meta names the --steps of the call that wrote it: compare the rest
+        (ta, sa), (tb, sb) = best
+        assert sa["step"] == sb["step"] and set(ta) == set(tb)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
