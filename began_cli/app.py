@@ -21,6 +21,7 @@ def make_app():
     import typer
 
     from .commands import export, info, interpolate, invert, plot, sample, score, train
+    from .commands import eval as eval_cmd
 
     app = typer.Typer(
         name="began",
@@ -50,6 +51,7 @@ def make_app():
     app.command("train", no_args_is_help=True)(train.train)
     app.command("plot", no_args_is_help=True)(plot.plot)
     app.command("export", no_args_is_help=True)(export.export)
+    app.command("eval", no_args_is_help=True)(eval_cmd.eval_)
     return app
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,7 +113,9 @@ class Inception:
         # torch.jit.load runs no pickled Python: a TorchScript archive holds TorchScript
         # code and tensors. This one comes from a PyPI package we pin, not from a user,
         # and its sha256 goes into every cached result.
-        self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
+        with warnings.catch_warnings():  # torch 2.13 flags jit.load as deprecated; it works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
 
     def _run_u8(self, x):
         """(N, 3, H, W) float tensor of uint8 levels 0..255 -> (N, 2048) float32 tensor."""

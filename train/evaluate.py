@@ -1,0 +1,292 @@
+"""`began eval`: samples of a model, a run or a folder -> Inception figures against real images.
+
+    source (bundle | run checkpoint | image folder) -> n samples, (n, R, R, 3) uint8
+    reference folder -> decoded exactly as training decodes it (train/data.py, the
+                        model's crop/background/resample/resolution), a fixed subset
+    both -> pool3 features (reference ones cached) -> FID, KID, precision/recall
+    both -> mean pairwise MS-SSIM (diversity)
+
+The figures, with the counts behind them, go into one JSON-able dict; `table`
+renders it for people, `write_card` adds it to a bundle's manifest and card.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from began.decode import Preprocess
+from began.errors import BeganError, UsageError
+from began.files import write_text
+from began.train import metrics
+from began.train.data import NoImagesError, default_cache_dir, load_image_folder
+from began.train.inception import NETWORK_FILE, NETWORK_PACKAGE, PREPROCESS, Inception
+
+# Inception features cost 0.1-0.4 s per image on a 2-core CPU (bench/quality/eval_speed.py):
+# 2,000 samples and 2,000 reference images is ~10-20 minutes there the first time. A GPU does
+# the standard 10,000 samples in well under a minute.
+DEFAULT_N = {"cpu": 2000, "cuda": 10000}
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+PR_K = 3
+MSSSIM_PAIRS = 1000
+REF_SUBSET_SEED = 0  # fixed, so reruns pick the same reference images and hit the cache
+
+
+@dataclass
+class Source:
+    kind: str  # "model" | "run" | "folder"
+    path: Path | None  # None: the embedded model
+    step: int | str | None = None  # runs only: a step, "best", or None (the newest)
+
+
+@dataclass
+class Samples:
+    images: np.ndarray  # (N, R, R, 3) uint8
+    pre: Preprocess  # how the reference must be decoded to meet them
+    about: dict[str, Any]  # what was sampled, for the report
+
+
+def torch_device(device: str) -> str:
+    import torch
+
+    device = device.strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BeganError(f"--device {device}, but PyTorch sees no CUDA GPU",
+                         "use --device cpu (or auto), or install a CUDA build of torch")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UsageError(f"bad device {device!r}", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+# ----------------------------------------------------------------------------
+# Sources -> uint8 samples
+# ----------------------------------------------------------------------------
+
+
+def _seeds_z(n: int, seed: int, z_dim: int) -> np.ndarray:
+    from began.seeds import seed_range, z_for_seeds
+
+    return z_for_seeds(list(seed_range(n, seed)), z_dim)  # the z `began sample` draws
+
+
+def samples_from_model(path: Path | None, n: int, seed: int, device: str,
+                       batch_size: int) -> Samples:
+    from began.images import to_uint8
+    from began.inputs import preprocess_for
+    from began.model import Model
+
+    m = Model.open(path, device="cpu" if device == "cpu" else "auto")
+    z = _seeds_z(n, seed, m.z_dim)
+    images = np.concatenate([to_uint8(b[0]) for b in
+                             m.batches("generator", z, batch_size=batch_size)])
+    about = {"kind": "model", "path": str(m.bundle.root), "step":
+             m.bundle.manifest.get("training", {}).get("step"), "provider": m.provider.name}
+    return Samples(images, preprocess_for(m.bundle), about)
+
+
+def samples_from_run(path: Path, step: int | str | None, n: int, seed: int, device: str,
+                     batch_size: int) -> Samples:
+    import torch
+
+    from began.export.runs import load_run
+
+    snap = load_run(path, step)  # verified checkpoint -> G (its moving average when kept)
+    G = snap.G.to(device)
+    z = torch.from_numpy(_seeds_z(n, seed, snap.cfg.model.z_dim))
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            x = G(z[i:i + batch_size].to(device)).float()
+            # exactly the bundle's to_pixels: clip(round((x + 1) * 127.5), 0, 255)
+            u8 = torch.clamp(torch.round((x + 1.0) * 127.5), 0, 255).to(torch.uint8)
+            parts.append(u8.permute(0, 2, 3, 1).cpu().numpy())
+    cfg = snap.cfg
+    pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
+                     resample=cfg.resample)
+    about = {"kind": "run", "path": str(path), "step": snap.step,
+             "checkpoint": str(snap.checkpoint), "weights": snap.weights}
+    return Samples(np.concatenate(parts), pre, about)
+
+
+def samples_from_folder(path: Path, n: int, seed: int, pre: Preprocess,
+                        progress: bool | None) -> Samples:
+    images = _load_folder(path, pre, progress, "samples")
+    idx = subset(len(images.images), n, seed)
+    about = {"kind": "folder", "path": str(path), "images": len(images.images)}
+    return Samples(np.asarray(images.images[idx]), pre, about)
+
+
+def subset(total: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random subset of n of `total` (all when n >= total)."""
+    if n is None or n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+
+
+def _load_folder(path: Path, pre: Preprocess, progress: bool | None, what: str):
+    try:
+        return load_image_folder(path, pre, progress=progress)
+    except (FileNotFoundError, NotADirectoryError, NoImagesError) as e:
+        raise BeganError(f"{what}: {e}", "point it at a folder of images") from None
+
+
+# ----------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------
+
+
+def evaluate(samples: Samples, ref_dir: Path, ref_n: int | None, device: str,
+             batch_size: int, progress_factory: Callable | None = None,
+             say: Callable[[str], None] = lambda s: None,
+             cache_dir: Path | None = None, msssim_pairs: int = MSSSIM_PAIRS) -> dict[str, Any]:
+    """All figures for `samples` against the reference folder, as one JSON-able dict."""
+    from began.train.inception import reference_features
+
+    progress = progress_factory or (lambda total, label: _no_progress())
+    t0 = time.perf_counter()
+    ref = _load_folder(ref_dir, samples.pre, None if progress_factory else False, "--ref")
+    idx = subset(len(ref.images), ref_n, REF_SUBSET_SEED)
+    real_u8 = np.asarray(ref.images[idx])
+    net = Inception(device)
+    t1 = time.perf_counter()
+    with progress(len(idx), "reference features") as advance:
+        real, cached = reference_features(
+            net, ref.images, ref.key, idx, Path(cache_dir or default_cache_dir()),
+            batch_size=batch_size, advance=advance, about={"root": str(ref_dir)})
+    if cached:
+        say(f"reference features of {len(idx)} images from the cache")
+    t2 = time.perf_counter()
+    with progress(len(samples.images), "sample features") as advance:
+        fake = net.features(samples.images, batch_size=batch_size, advance=advance)
+    t3 = time.perf_counter()
+    if len(fake) < 2 or len(real) < 2:
+        raise BeganError(f"need at least 2 samples and 2 reference images, got {len(fake)} "
+                         f"and {len(real)}", "raise -n, or use a larger --ref folder")
+    k = min(PR_K, len(real) - 1, len(fake) - 1)
+    kid_mean, kid_std = metrics.kid(real, fake, KID_SUBSETS, KID_SUBSET_SIZE)
+    precision, recall = metrics.precision_recall(real, fake, k=k)
+    result = {
+        "source": samples.about,
+        "reference": {"path": str(ref_dir), "images": int(len(ref.images)),
+                      "used": int(len(idx)), "skipped": len(ref.skipped), "key": ref.key,
+                      "preprocess": {"resolution": samples.pre.resolution,
+                                     "crop": samples.pre.crop,
+                                     "background": samples.pre.background,
+                                     "resample": samples.pre.resample}},
+        "samples": int(len(fake)),
+        "fid": metrics.fid(real, fake),
+        "kid": {"mean": kid_mean, "std": kid_std, "subsets": KID_SUBSETS,
+                "subset_size": min(KID_SUBSET_SIZE, len(real), len(fake))},
+        "precision": precision,
+        "recall": recall,
+        "k": k,
+    }
+    t4 = time.perf_counter()
+    result["msssim"] = {
+        "samples": metrics.mean_pairwise_msssim(samples.images, msssim_pairs, seed=1),
+        "real": metrics.mean_pairwise_msssim(real_u8, msssim_pairs, seed=1),
+        "pairs": msssim_pairs,
+    }
+    t5 = time.perf_counter()
+    result["features"] = {"network": f"TF-Inception pool3, {NETWORK_FILE} from {NETWORK_PACKAGE}",
+                          "sha256": net.sha256, "preprocess": PREPROCESS,
+                          "device": str(net.device), "reference_cached": cached}
+    result["seconds"] = {"setup": t1 - t0, "reference_features": t2 - t1,
+                         "sample_features": t3 - t2, "fid_kid_pr": t4 - t3,
+                         "msssim": t5 - t4}
+    return result
+
+
+class _no_progress:
+    def __enter__(self):
+        return lambda k=1: None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ----------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------
+
+
+def table(r: dict[str, Any]) -> str:
+    src = r["source"]
+    what = {"model": "model", "run": "run", "folder": "folder"}[src["kind"]]
+    step = f" (step {src['step']})" if src.get("step") is not None else ""
+    counts = f"{r['samples']} samples vs {r['reference']['used']} reference images"
+    kid, ms = r["kid"], r["msssim"]
+    lines = [
+        f"{what} {src['path']}{step} against {r['reference']['path']}",
+        f"  FID              {r['fid']:10.2f}   ({counts})",
+        f"  KID x 1000       {kid['mean'] * 1e3:10.3f}   +- {kid['std'] * 1e3:.3f} "
+        f"({kid['subsets']} subsets of {kid['subset_size']})",
+        f"  precision        {r['precision']:10.3f}   (k = {r['k']}; samples that look real)",
+        f"  recall           {r['recall']:10.3f}   (real images the samples cover; "
+        "low = mode collapse)",
+        f"  MS-SSIM samples  {ms['samples']:10.3f}   real images {ms['real']:.3f} "
+        f"({ms['pairs']} random pairs each; higher than real = less varied)",
+    ]
+    return "\n".join(lines)
+
+
+CARD_BEGIN = "<!-- began eval: begin -->"
+CARD_END = "<!-- began eval: end -->"
+
+
+def card_section(r: dict[str, Any]) -> str:
+    kid, ms = r["kid"], r["msssim"]
+    ref = r["reference"]
+    rows = [
+        ("FID", f"{r['fid']:.2f}"),
+        ("KID x 1000 (mean +- std)", f"{kid['mean'] * 1e3:.3f} +- {kid['std'] * 1e3:.3f}"),
+        (f"precision (k = {r['k']})", f"{r['precision']:.3f}"),
+        (f"recall (k = {r['k']})", f"{r['recall']:.3f}"),
+        ("MS-SSIM among samples / among real images", f"{ms['samples']:.3f} / {ms['real']:.3f}"),
+    ]
+    body = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    return (f"{CARD_BEGIN}\n## Evaluation (`began eval`)\n\n"
+            f"{r['samples']} samples (seeds from {r.get('seed', 0)}) against {ref['used']} of the "
+            f"{ref['images']} images in `{Path(ref['path']).name}`, decoded as in training; "
+            f"TF-Inception pool3 features; KID over {kid['subsets']} subsets of "
+            f"{kid['subset_size']}; MS-SSIM over {ms['pairs']} random pairs.\n\n"
+            f"| figure | value |\n|---|---|\n{body}\n{CARD_END}\n")
+
+
+def write_card(bundle_root: Path, r: dict[str, Any]) -> list[Path]:
+    """Put the figures into manifest.json (an "eval" key) and MODEL_CARD.md, if present.
+
+    The manifest lists a sha256 for every other file but none for itself, so
+    rewriting it keeps the bundle loadable; the graphs are not touched.
+    """
+    from began.bundle import MANIFEST, load_bundle
+
+    b = load_bundle(bundle_root)  # refuse to annotate a damaged bundle
+    manifest = dict(b.manifest)
+    manifest["eval"] = {k: v for k, v in r.items() if k != "seconds"}
+    written = [bundle_root / MANIFEST]
+    write_text(written[0], json.dumps(manifest, indent=2) + "\n")
+    card = bundle_root / "MODEL_CARD.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        section = card_section(r)
+        pattern = re.compile(re.escape(CARD_BEGIN) + r".*?" + re.escape(CARD_END) + r"\n?",
+                             re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: section, text)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        write_text(card, text)
+        written.append(card)
+    load_bundle(bundle_root)  # and prove it still loads
+    return written
