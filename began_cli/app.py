@@ -17,8 +17,31 @@ from .errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, BeganError, Stdout
 VERBOSITY = {"level": 0}
 
 
+def _plain_flags() -> None:
+    """Typer 0.2x prints a type after every parameter: `<bool>` after flags (--json, --help),
+    which take no value, and `<list[str]>` after arguments whose metavar already says what
+    they are. Show neither, as click does. A no-op where Typer's internals differ."""
+    from typer import core
+
+    plain = {"TyperOption": lambda p: getattr(p, "is_flag", False) and not p.count,
+             "TyperArgument": lambda p: p.metavar is not None}
+    for name, hide in plain.items():
+        cls = getattr(core, name, None)
+        shown = getattr(cls, "display_type_rich", None)
+        if shown is None or getattr(cls, "_began_plain", False):
+            continue
+
+        def display_type_rich(self, ctx, shown=shown, hide=hide):
+            return None if hide(self) else shown(self, ctx)
+
+        cls.display_type_rich = display_type_rich
+        cls._began_plain = True
+
+
 def make_app():
     import typer
+
+    _plain_flags()
 
     from .commands import export, info, interpolate, invert, plot, sample, score, train
     from .commands import eval as eval_cmd

@@ -7,10 +7,12 @@ errors go through `began.app.run`, the entry point that maps exceptions to exit 
 Every test uses the session's `tiny_bundle` (16x16, N_z 16) as the model.
 """
 
+import errno
 import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -291,7 +293,12 @@ def test_sample_outdir_partial_failure_exits_3(capsys, tiny_bundle, tmp_path):
                          "--json", "-m", tiny_bundle)
     assert code == 3, err
     assert [r["seed"] for r in json_lines(out)] == [0, 2]
-    assert "error: cannot write" in err and "seed000001.png" in err
+    # One failed: line for the seed, then one error and one hint: the partial failure.
+    failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
+    assert len(failed) == 1 and "seed 1: cannot write" in failed[0]
+    assert "seed000001.png" in failed[0] and "Is a directory" in failed[0]
+    msg, hint = assert_error(code, err.replace(failed[0] + "\n", ""), 3)
+    assert msg == "1 of 3 files could not be written (2 were)" and "--skip-existing" in hint
     assert listing(tmp_path) == {"seed000000.png", "seed000001.png", "seed000002.png"}
     assert (tmp_path / "seed000001.png").is_dir()
 
@@ -308,8 +315,10 @@ def test_invert_all_inputs_failing_is_one_fatal_error(capsys, tiny_bundle, tmp_p
     code, _, err = cli(capsys, "invert", missing, tmp_path / "junk.png", "--outdir",
                        tmp_path / "o", "-m", tiny_bundle, "-q")
     assert code == 1
-    assert err.splitlines()[-2:] == [
-        "error: none of the 2 images could be inverted",
+    assert err.splitlines() == [
+        f"failed: {missing}: no such file",
+        f"failed: {tmp_path / 'junk.png'}: not an image (cannot identify image file)",
+        "error: 2 of 2 images could not be inverted",
         "hint: check the paths and that the files are images"]
     assert not (tmp_path / "o").exists()
 
@@ -551,10 +560,11 @@ def test_interpolate_strip(app, tiny_bundle, images, tmp_path):
     a, b, _ = images
     r = invoke(app, "interpolate", a, b, "--steps", 5, "--out", tmp_path / "strip.png",
                "--json", "--model", tiny_bundle)
-    with Image.open(tmp_path / "strip.png") as im:
-        assert im.size == (5 * (RES + PAD) + PAD, RES + 2 * PAD) == (92, 20)
+    with Image.open(tmp_path / "strip.png") as im:  # the two inputs, then 5 frames between
+        assert im.size == (7 * (RES + PAD) + PAD, RES + 2 * PAD) == (128, 20)
     (row,) = json_lines(r.stdout)
     assert row["frames"] == 5 and row["points"] == ["a", "b"] and row["provider"] == CPU
+    assert row["inputs_shown"] is True
     assert row["space"] == "g" and row["method"] == "slerp"
 
 
@@ -567,7 +577,7 @@ def test_interpolate_default_name_in_current_folder(app, tiny_bundle, images, tm
     assert "interpolate-a-b.png" in r.stderr and "current folder" in r.stderr
     assert r.stdout == ""
     with Image.open(tmp_path / "interpolate-a-b.png") as im:
-        assert im.size == (3 * (RES + PAD) + PAD, RES + 2 * PAD)
+        assert im.size == ((3 + 2) * (RES + PAD) + PAD, RES + 2 * PAD)
 
 
 def gif_frames(path: Path) -> tuple[int, list[int], tuple[int, int]]:
@@ -587,8 +597,8 @@ def test_interpolate_gif(app, tiny_bundle, images, tmp_path):
     a, b, _ = images
     invoke(app, "interpolate", a, b, "--steps", 5, "--out", tmp_path / "i.gif",
            "--model", tiny_bundle)
-    n, durations, _ = gif_frames(tmp_path / "i.gif")
-    assert 1 <= n <= 5 and sum(durations) == 5 * 100
+    n, durations, _ = gif_frames(tmp_path / "i.gif")  # the inputs are its first and last
+    assert 3 <= n <= 7 and sum(durations) == 7 * 100
 
 
 def test_interpolate_three_images_outdir(app, tiny_bundle, images, tmp_path):
@@ -608,8 +618,9 @@ def test_interpolate_seeds_and_space_d(app, tiny_bundle, images, tmp_path, args)
                "--out", tmp_path / "w.png", "--json", "--model", tiny_bundle)
     (row,) = json_lines(r.stdout)
     assert row["frames"] == 4 and row["space"] == ("d" if "d" in args else "g")
+    tiles = 4 if "--seeds" in args else 4 + 2  # images: the inputs at both ends
     with Image.open(tmp_path / "w.png") as im:
-        assert im.size == (4 * (RES + PAD) + PAD, RES + 2 * PAD)
+        assert im.size == (tiles * (RES + PAD) + PAD, RES + 2 * PAD)
 
 
 @pytest.mark.parametrize("method", ["lerp", "slerp"])
@@ -832,3 +843,422 @@ def test_ctrl_c_exits_130_and_leaves_only_whole_files(tiny_bundle, tmp_path):
     for f in files:
         with Image.open(f) as im:
             im.load()
+
+
+# --------------------------------------------------------------------------- issue 11: lose nothing
+
+
+def test_invert_skip_existing_never_rewrites_an_output(app, capsys, tiny_bundle, images,
+                                                       tmp_path):
+    """An image is skipped only when all its outputs exist; of a half-done image only the
+    missing output is written, and the existing one keeps its bytes and mtime."""
+    a, b, c = images
+    inv = tmp_path / "inv"
+    invoke(app, "invert", a, b, c, "--outdir", inv, "-m", tiny_bundle)
+    (inv / "a.recon.png").unlink()  # a: z kept, recon missing
+    (inv / "b.z.npy").unlink()  # b: recon kept, z missing
+    (inv / "a.z.npy").write_bytes(b"the user's own z")
+    (inv / "b.recon.png").write_bytes(b"the user's own recon")
+    for f in listing(inv):
+        os.utime(inv / f, ns=(10**18, 10**18))
+    code, out, err = cli(capsys, "invert", a, b, c, "--outdir", inv, "--skip-existing",
+                         "--json", "-m", tiny_bundle)
+    assert code == 0, err
+    assert [Path(r["input"]).name for r in json_lines(out)] == ["a.png", "b.png"]  # c: skipped
+    assert (inv / "a.z.npy").read_bytes() == b"the user's own z"
+    assert (inv / "b.recon.png").read_bytes() == b"the user's own recon"
+    for f in ("a.z.npy", "b.recon.png", "c.z.npy", "c.recon.png"):
+        assert (inv / f).stat().st_mtime_ns == 10**18, f
+    assert (inv / "a.recon.png").stat().st_mtime_ns != 10**18
+    assert np.load(inv / "b.z.npy").shape == (Z_DIM,)
+    assert listing(inv) == {f"{s}.{k}" for s in "abc" for k in ("z.npy", "recon.png")}
+    # Without a flag, any existing output is refused and nothing changes.
+    code, _, err = cli(capsys, "invert", a, "--outdir", inv, "-m", tiny_bundle)
+    assert_error(code, err, 1)
+    assert (inv / "a.z.npy").read_bytes() == b"the user's own z"
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_temp_files_of_killed_runs_are_removed(capsys, tiny_bundle, tmp_path):
+    """Only files named like began's temp files whose process is gone; never anything else."""
+    d = tmp_path / "out"
+    d.mkdir()
+    dead, alive = dead_pid(), os.getpid()
+    stale = [f".seed000001.png.{dead}-0.tmp", f".notes.txt.{dead}-12.tmp"]
+    kept = [f".seed000002.png.{alive}-0.tmp",  # a live writer's
+            ".seed000003.png.tmp", f"seed.{dead}-1.tmp", f".x.{dead}-1.tmp.bak",
+            f".y.{dead}-a.tmp", "notes.txt"]
+    for name in stale + kept:
+        (d / name).write_text("x")
+    (d / f".adir.{dead}-0.tmp").mkdir()  # a folder is never removed as a temp file
+    (d / f".link.{dead}-0.tmp").symlink_to(d / "notes.txt")
+    code, _, err = cli(capsys, "sample", "--seeds", "1", "--outdir", d, "-m", tiny_bundle)
+    assert code == 0, err
+    assert listing(d) == {*kept, "seed000001.png", f".adir.{dead}-0.tmp", f".link.{dead}-0.tmp"}
+    # Beside a single --out file, too.
+    (tmp_path / f".g.png.{dead}-3.tmp").write_text("x")
+    code, _, err = cli(capsys, "sample", "-n", 2, "--out", tmp_path / "g.png", "-m", tiny_bundle)
+    assert code == 0, err
+    assert not (tmp_path / f".g.png.{dead}-3.tmp").exists()
+
+
+def run_began(args, timeout=120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "began", *map(str, args)],
+                          capture_output=kw.pop("capture", True), text=True, timeout=timeout,
+                          **kw)
+
+
+def only_error(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if not ln.startswith("provider: ")]
+    assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith(
+        "hint: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", [["sample", "-n", 2, "--outdir", "{d}", "--json"],
+                                  ["sample", "-n", 2, "--out", "-"],
+                                  ["info"], ["info", "--json"]],
+                         ids=["sample-json", "sample-out-dash", "info", "info-json"])
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+def test_closed_or_full_stdout_is_one_error(tiny_bundle, tmp_path, args, stdout):
+    args = [str(a).format(d=tmp_path / "d") for a in args]
+    if stdout == "closed":
+        p = subprocess.run(["bash", "-c", 'exec "$@" >&-', "began", sys.executable, "-m",
+                            "began", *args, "-m", str(tiny_bundle)],
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    else:
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([sys.executable, "-m", "began", *args, "-m", str(tiny_bundle)],
+                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    msg = only_error(p.stderr)
+    assert ("stdout is closed" if stdout == "closed" else "No space left") in msg, msg
+    if stdout == "closed" and "sample" in args:  # refused before any work
+        assert not (tmp_path / "d").exists()
+
+
+def test_reader_that_leaves_is_a_quiet_exit(tiny_bundle, tmp_path):
+    """`began sample ... --json | head -1`: no traceback, no error line, and it stops."""
+    p = subprocess.Popen([sys.executable, "-m", "began", "sample", "-n", "20000", "--outdir",
+                          str(tmp_path / "d"), "--json", "-q", "-m", str(tiny_bundle)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    p.wait(timeout=120)
+    assert json.loads(first)["seed"] == 0
+    assert p.returncode == 1 and err == "", err
+    assert len(list((tmp_path / "d").iterdir())) < 20000
+
+
+def test_no_arguments_prints_help_without_an_error_line():
+    for args in ([], ["invert"], ["score"]):
+        p = run_began(args, timeout=60)
+        assert p.returncode == 2, p.stderr
+        assert "Usage: began" in p.stdout + p.stderr
+        assert "error:" not in p.stdout + p.stderr and "Traceback" not in p.stderr
+
+
+class FailingWrites:
+    """files.write_bytes that succeeds `ok` times, then raises OSError(errno) (thread-safe)."""
+
+    def __init__(self, ok: int, code: int):
+        import threading
+
+        from began import files
+
+        self.ok, self.code, self.calls = ok, code, 0
+        self.real, self.lock = files.write_bytes, threading.Lock()
+
+    def __call__(self, path, data, fsync=True):
+        with self.lock:
+            self.calls += 1
+            fail = self.calls > self.ok
+        if fail:
+            raise OSError(self.code, os.strerror(self.code), str(path))
+        self.real(path, data, fsync)
+
+
+@pytest.mark.parametrize("ok", [0, 5])
+@pytest.mark.parametrize("code_", [errno.ENOSPC, errno.EROFS], ids=["ENOSPC", "EROFS"])
+def test_full_disk_during_sample_outdir_is_one_error(capsys, tiny_bundle, tmp_path,
+                                                     monkeypatch, ok, code_):
+    from began import files
+
+    fake = FailingWrites(ok, code_)
+    monkeypatch.setattr(files, "write_bytes", fake)
+    d = tmp_path / "d"
+    code, out, err = cli(capsys, "sample", "-n", 300, "--outdir", d, "--json",
+                         "--batch-size", 16, "-m", tiny_bundle)
+    msg, hint = assert_error(code, err, 3 if ok else 1)  # one error, not one per file
+    assert os.strerror(code_) in msg and f"stopped after writing {ok} of 300" in msg
+    written = sorted(listing(d))
+    assert written == sorted(seed_names(range(ok)))
+    assert [r["seed"] for r in json_lines(out)] if ok else out == ""  # only what was written
+    assert len(json_lines(out) if ok else []) == ok
+    assert fake.calls < 300  # it stopped instead of trying every file
+
+
+def test_interpolate_outdir_with_one_unwritable_frame_exits_3(capsys, tiny_bundle, tmp_path):
+    d = tmp_path / "F"
+    d.mkdir()
+    (d / "frame0002.png").mkdir()  # that one frame cannot be written
+    code, out, err = cli(capsys, "interpolate", "--seeds", "3,17", "--steps", 5, "--outdir", d,
+                         "--overwrite", "--json", "-m", tiny_bundle)
+    failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
+    assert len(failed) == 1 and "frame0002.png" in failed[0]
+    msg, _ = assert_error(code, err.replace(failed[0] + "\n", ""), 3)
+    assert msg == "1 of 5 frames could not be written (4 were)"
+    assert [Path(r["path"]).name for r in json_lines(out)] == [
+        f"frame{i:04d}.png" for i in (0, 1, 3, 4)]  # only frames really written
+    assert "wrote" not in err
+
+
+def test_score_json_is_strict_when_a_figure_is_not_finite(capsys, tiny_bundle, image_folder,
+                                                         monkeypatch):
+    """A model whose D returns NaN: --json still parses as strict JSON (null, not NaN)."""
+    from began.model import Model
+
+    real = Model.autoencode
+
+    def nan_recon(self, images, batch_size=256):
+        recon, h = real(self, images, batch_size)
+        return recon * np.float32("nan"), h
+    monkeypatch.setattr(Model, "autoencode", nan_recon)
+    code, out, err = cli(capsys, "score", "--data", image_folder, "-n", 4, "--max-images", 4,
+                         "--json", "-m", tiny_bundle)
+    assert code == 0, err
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in --json output")
+    s = json.loads(out, parse_constant=no_constants)
+    assert s["loss_real"] is None and s["m_global"] is None and s["gamma"] > 0
+
+
+def test_output_finite_json():
+    from began.output import json_text
+
+    text = json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")},
+                      "e": 2.5})
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2.5}
+
+
+# --------------------------------------------------------------------------- the error model
+
+
+def error_cases(tmp_path: Path, images) -> dict[str, tuple[list, int]]:
+    """Typical user mistakes per verb, and the exit code the README's table gives them."""
+    a, b, _ = images
+    missing, empty, afile = tmp_path / "missing.png", tmp_path / "empty", tmp_path / "afile"
+    empty.mkdir()
+    afile.write_text("x")
+    existing = tmp_path / "exists.png"
+    existing.write_bytes(a.read_bytes())
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    (inv / "a.z.npy").write_bytes(b"mine")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "frame0000.png").write_bytes(b"mine")
+    no_model = ["--model", tmp_path / "no-model"]
+    return {
+        # 2: the command line itself is wrong
+        "sample-unknown-flag": (["sample", "--bogus"], 2),
+        "sample-n-too-big": (["sample", "-n", "4294967296"], 2),
+        "sample-grid-too-big": (["sample", "-n", "100000", "--out", "g.png"], 2),
+        "sample-seeds-too-many": (["sample", "--seeds", "0-4294967295", "--outdir", "d"], 2),
+        "sample-batch-too-big": (["sample", "--batch-size", "10000000"], 2),
+        "interpolate-frame-ms": (["interpolate", "--seeds", "1,2", "--frame-ms", "700000",
+                                  "--out", "w.gif"], 2),
+        "interpolate-one-point": (["interpolate", a], 2),
+        "invert-no-outdir": (["invert", a], 2),
+        "invert-stdin-twice": (["invert", "-", "-", "--outdir", "o"], 2),
+        "score-no-data": (["score", "-n", "5"], 2),
+        "score-n-1": (["score", "--data", empty, "-n", "1"], 2),
+        "info-unknown-flag": (["info", "--bogus"], 2),
+        # 1: the files named cannot be used, or outputs cannot be written
+        "sample-no-model": (["sample", "-n", "2", "--out", "g.png", *no_model], 1),
+        "sample-out-exists": (["sample", "-n", "2", "--out", existing], 1),
+        "sample-out-under-a-file": (["sample", "-n", "2", "--out", afile / "g.png"], 1),
+        "interpolate-missing-input": (["interpolate", a, missing, "--out", "w.png"], 1),
+        "interpolate-no-inputs": (["interpolate", empty, empty, "--out", "w.png"], 1),
+        "interpolate-not-an-image": (["interpolate", a, afile, "--out", "w.png"], 1),
+        "interpolate-frames-exist": (["interpolate", "--seeds", "1,2", "--outdir", frames], 1),
+        "interpolate-no-model": (["interpolate", "--seeds", "1,2", *no_model], 1),
+        "invert-missing-input": (["invert", missing, "--outdir", "o"], 1),
+        "invert-no-inputs": (["invert", empty, "--outdir", "o"], 1),
+        "invert-not-an-image": (["invert", afile, "--outdir", "o"], 1),
+        "invert-output-exists": (["invert", a, "--outdir", inv], 1),
+        "invert-outdir-under-a-file": (["invert", a, "--outdir", afile / "o"], 1),
+        "invert-no-model": (["invert", a, "--outdir", "o", *no_model], 1),
+        "score-missing-data": (["score", "--data", missing], 1),
+        "score-no-inputs": (["score", "--data", empty], 1),
+        "score-data-is-a-file": (["score", "--data", afile], 1),
+        "score-no-model": (["score", "--data", empty, *no_model], 1),
+        "info-no-model": (["info", *no_model], 1),
+        "info-model-is-a-file": (["info", "--model", afile], 1),
+    }
+
+
+def _case_ids() -> list[str]:
+    import inspect
+    import re
+
+    return re.findall(r'^\s+"([a-z0-9-]+)": \(\[', inspect.getsource(error_cases), re.M)
+
+
+@pytest.mark.parametrize("case", _case_ids())
+def test_error_model_per_verb(capsys, tiny_bundle, images, tmp_path, monkeypatch, case):
+    """Each verb on its typical mistakes: the documented exit code, exactly one error: line
+    and one hint: line, no traceback, nothing on stdout, nothing written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("BEGAN_MODEL", str(tiny_bundle))
+    args, expected = error_cases(tmp_path, images)[case]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    code, out, err = cli(capsys, *args)
+    assert_error(code, err, expected)
+    assert out == ""
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing written
+
+
+# --------------------------------------------------------------------------- issue 13: one
+# image as itself, --scale, the inputs at the ends of a walk, the outside warning, help texts
+# (helper A2's block)
+
+
+def checks_png(path: Path, size: int = 64) -> Path:
+    """Black and white squares: far from anything the tiny model draws."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (size, size), (0, 0, 0))
+    q = size // 4
+    for i in range(4):
+        for j in range(i % 2, 4, 2):
+            ImageDraw.Draw(img).rectangle([i * q, j * q, i * q + q - 1, j * q + q - 1],
+                                          fill=(255, 255, 255))
+    img.save(path)
+    return path
+
+
+def test_one_image_is_the_image_itself(app, tiny_bundle, tmp_path):
+    invoke(app, "sample", "--seeds", "7", "--outdir", tmp_path / "s", "-m", tiny_bundle)
+    seed7 = pixels(tmp_path / "s" / "seed000007.png")
+    r = invoke(app, "sample", "--seed", 7, "-n", 1, "--out", "-", "-m", tiny_bundle)
+    with Image.open(io.BytesIO(r.stdout_bytes)) as im:
+        assert im.size == (RES, RES)  # no grid border
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), seed7)
+    r = invoke(app, "sample", "--seed", 7, "-n", 1, "--out", tmp_path / "one.png",
+               "-m", tiny_bundle)
+    np.testing.assert_array_equal(pixels(tmp_path / "one.png"), seed7)
+    assert "(1 image, 16x16)" in r.stderr
+
+
+def test_scale_enlarges_images_not_npy(app, capsys, tiny_bundle, tmp_path):
+    invoke(app, "sample", "--seeds", "0,1", "--outdir", tmp_path / "s", "-m", tiny_bundle)
+    seeds = [pixels(tmp_path / "s" / f"seed{s:06d}.png") for s in (0, 1)]
+    big = [im.repeat(3, 0).repeat(3, 1) for im in seeds]
+    invoke(app, "sample", "-n", 2, "--scale", 3, "--out", tmp_path / "g.png", "-m", tiny_bundle)
+    grid = pixels(tmp_path / "g.png")  # images enlarged, the 2-pixel border kept
+    assert grid.shape == (3 * RES + 2 * PAD, 2 * (3 * RES + PAD) + PAD, 3)
+    for k in range(2):
+        x = PAD + k * (3 * RES + PAD)
+        np.testing.assert_array_equal(grid[PAD:PAD + 3 * RES, x:x + 3 * RES], big[k])
+    invoke(app, "sample", "--seeds", "0,1", "--scale", 3, "--outdir", tmp_path / "b",
+           "-m", tiny_bundle)
+    np.testing.assert_array_equal(pixels(tmp_path / "b" / "seed000001.png"), big[1])
+    invoke(app, "sample", "--seeds", "1", "--scale", 3, "--resample", "lanczos", "--out",
+           tmp_path / "l.png", "-m", tiny_bundle)
+    smooth = pixels(tmp_path / "l.png")
+    assert smooth.shape == big[1].shape and not np.array_equal(smooth, big[1])
+    # Lanczos of an image stays near its nearest-neighbour enlargement on average.
+    assert np.abs(smooth.astype(int) - big[1]).mean() < 20
+    invoke(app, "sample", "--seeds", "1", "--scale", 3, "--format", "npy", "--outdir",
+           tmp_path / "n", "-m", tiny_bundle)
+    assert np.load(tmp_path / "n" / "seed000001.npy").shape == (3, RES, RES)
+    code, _, err = cli(capsys, "sample", "-n", 1, "--scale", 2, "--resample", "cubic",
+                       "--out", tmp_path / "x.png", "-m", tiny_bundle)
+    msg, hint = assert_error(code, err, 2)
+    assert "cubic" in msg and "nearest or lanczos" in hint
+    code, _, err = cli(capsys, "sample", "-n", 1, "--scale", 0, "-m", tiny_bundle)
+    assert_error(code, err, 2)
+
+
+def test_invert_scale_and_plain_recon_agree(app, tiny_bundle, images, tmp_path):
+    a = images[0]
+    invoke(app, "invert", a, "--outdir", tmp_path / "p", "-m", tiny_bundle)
+    invoke(app, "invert", a, "--outdir", tmp_path / "x4", "--scale", 4, "-m", tiny_bundle)
+    plain, big = pixels(tmp_path / "p" / "a.recon.png"), pixels(tmp_path / "x4" / "a.recon.png")
+    assert big.shape == (4 * RES, 4 * RES, 3)
+    np.testing.assert_array_equal(big[::4, ::4], plain)
+    np.testing.assert_array_equal(np.load(tmp_path / "x4" / "a.z.npy"),
+                                  np.load(tmp_path / "p" / "a.z.npy"))
+
+
+def test_walk_shows_the_inputs_at_both_ends(app, model, tiny_bundle, images, tmp_path):
+    from began.images import to_uint8
+
+    a, b, _ = images
+    seen = [to_uint8(preprocessed(model, p))[0] for p in (a, b)]  # as the model sees them
+    invoke(app, "interpolate", a, b, "--steps", 3, "--out", tmp_path / "w.png",
+           "--outdir" if False else "--nrow", 5, "-m", tiny_bundle)
+    strip = pixels(tmp_path / "w.png")
+    tiles = [strip[PAD:PAD + RES, PAD + k * (RES + PAD):PAD + k * (RES + PAD) + RES]
+             for k in range(5)]
+    np.testing.assert_array_equal(tiles[0], seen[0])
+    np.testing.assert_array_equal(tiles[-1], seen[1])
+    invoke(app, "interpolate", a, b, "--steps", 3, "--outdir", tmp_path / "F", "-m",
+           tiny_bundle)  # frames alone: the walk, G(z_a) first
+    np.testing.assert_array_equal(pixels(tmp_path / "F" / "frame0000.png"), tiles[1])
+    invoke(app, "interpolate", a, b, "--steps", 3, "--scale", 2, "--out", tmp_path / "w.gif",
+           "-m", tiny_bundle)
+    with Image.open(tmp_path / "w.gif") as im:
+        assert im.size == (2 * RES, 2 * RES)
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+    # GIF stores a palette per frame: within one 8-bit level of a few colours' rounding.
+    for got, want in ((frames[0], seen[0]), (frames[-1], seen[1])):
+        assert np.abs(got[::2, ::2].astype(int) - want).max() <= 8
+
+
+def test_invert_warns_about_images_the_model_cannot_draw(capsys, tiny_bundle, tmp_path):
+    checks = checks_png(tmp_path / "checks.png")
+    code, out, err = cli(capsys, "invert", checks, "--outdir", tmp_path / "o", "--json",
+                         "-m", tiny_bundle, "--device", "cpu")
+    assert code == 0, err  # a warning, not a failure
+    (row,) = json_lines(out)
+    assert row["outside"] is True and row["l1_ratio"] > 2
+    (warning,) = [s for s in err.splitlines() if s.startswith("warning: ")]
+    assert warning.startswith(f"warning: {checks}: L1 ") and "own samples" in warning
+    # Many images: one summary line instead of one per image.
+    d = tmp_path / "many"
+    d.mkdir()
+    for k in range(12):
+        shutil.copy(checks, d / f"c{k:02d}.png")
+    code, out, err = cli(capsys, "invert", d, "--outdir", tmp_path / "m", "--json",
+                         "-m", tiny_bundle, "--device", "cpu")
+    assert code == 0, err
+    assert [r["outside"] for r in json_lines(out)] == [True] * 12
+    (warning,) = [s for s in err.splitlines() if s.startswith("warning: ")]
+    assert warning.startswith("warning: 12 of 12 images have an L1 error over 2x")
+
+
+def test_help_texts_are_clean(app):
+    """No `<bool>` after flags, no `[default: ...]` eaten by rich markup (leaving ' .')."""
+    for verb in ("", "sample", "interpolate", "invert", "score", "info", "export", "train"):
+        r = CliRunner().invoke(app, [verb, "--help"] if verb else ["--help"],
+                               env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        text = r.output
+        assert "<bool>" not in text, verb
+        assert not re.search(r" [.;](\s|$)", text), (verb, text)
+        assert "[[" not in text, verb
+    r = CliRunner().invoke(app, ["sample", "--help"], env={"COLUMNS": "200"})
+    assert "[default: samples.png]" in r.output
+    assert "File format [default: from --out, else png]; npy" in r.output

@@ -83,3 +83,38 @@ def test_each_image_gets_its_own_gradient():
     loss1, grad1 = GeneratorL1Grad(G)(z[2:3], target[2:3])
     torch.testing.assert_close(loss[2:3], loss1)
     torch.testing.assert_close(grad[2:3], grad1)
+
+
+def test_cli_fallback_for_unclipped_graphs_gives_the_clipped_gradient():
+    """Bundles exported before the clip carry an invert_grad of |G(z) - x|: the CLI's
+    latent.loss_and_grad turns two calls of it into the clipped loss's gradient."""
+    import numpy as np
+
+    from began.latent import loss_and_grad
+
+    torch.manual_seed(2)
+    G = Generator(ModelConfig(resolution=16, n=4, z_dim=6, h_dim=6)).double()
+    z = torch.rand(4, 6, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        spread_output(G, 1.0 / G(z).abs().quantile(0.6).item())
+
+    class OldBundle:  # what onnxruntime runs for such a bundle, in float64
+        bundle = type("B", (), {"manifest": {}})()
+
+        def run(self, graph, *inputs):
+            zz, *rest = (torch.from_numpy(np.asarray(a, np.float64)) for a in inputs)
+            if graph == "generator":
+                with torch.no_grad():
+                    return [G(zz).numpy()]
+            zz.requires_grad_(True)
+            loss = (G(zz) - rest[0]).abs().flatten(1).mean(1)
+            (grad,) = torch.autograd.grad(loss.sum(), zz)
+            return [loss.detach().numpy(), grad.numpy()]
+
+    target = torch.rand(4, 3, 16, 16, dtype=torch.float64) * 2 - 1
+    loss_ref, grad_ref = reference(G, z, target)
+    loss, grad = loss_and_grad(OldBundle(), z.numpy(), target.numpy(), clips=False)
+    np.testing.assert_allclose(loss, loss_ref.numpy(), rtol=1e-6)  # float32, as the CLI's
+    np.testing.assert_allclose(grad, grad_ref.numpy(), rtol=1e-9, atol=1e-12)
+    unclipped = OldBundle().run("invert_grad", z.numpy(), target.numpy())[1]
+    assert not np.allclose(unclipped, grad_ref.numpy(), rtol=1e-3, atol=1e-6)

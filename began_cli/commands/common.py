@@ -9,7 +9,7 @@ import typer
 
 ModelOpt = Annotated[Optional[Path], typer.Option(
     "--model", "-m", envvar="BEGAN_MODEL", metavar="DIR", show_default=False,
-    help="Model bundle from `began export` [default: the embedded model].")]
+    help="Model bundle from `began export` \\[default: the embedded model].")]
 DeviceOpt = Annotated[str, typer.Option(
     "--device", envvar="BEGAN_DEVICE", metavar="auto|cuda|cpu",
     help="onnxruntime provider; auto says on stderr which one runs.")]
@@ -23,7 +23,7 @@ SkipOpt = Annotated[bool, typer.Option(
     "--skip-existing", help="Keep existing files and write only the missing ones.")]
 BatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", min=1, max=1 << 16, metavar="N", show_default=False,
-    help="Images per onnxruntime call [default: 1024 on CUDA, 64 on the CPU].")]
+    help="Images per onnxruntime call \\[default: 1024 on CUDA, 64 on the CPU].")]
 
 
 def open_model(model, device: str, precision: str, out):

@@ -19,7 +19,7 @@ def export(
                              help="Bundle folder to write (written whole, or not at all)."),
     step: Optional[str] = typer.Option(None, metavar="N|best",
                                        help="Checkpoint step to export, or best (the one "
-                                            "quality tracking kept) [default: the newest]."),
+                                            "quality tracking kept) \\[default: the newest]."),
     encoder: str = typer.Option("fit", metavar="fit|d",
                                 help="Inversion encoder: fit a copy of D's encoder with G frozen "
                                      "(best measured, BEGAN-CS runs included), or D's own (only "
@@ -28,7 +28,7 @@ def export(
                                   help="Steps of the encoder fit (batch 64)."),
     data: Optional[Path] = typer.Option(None, metavar="DIR",
                                         help="Training images for the encoder fit and its "
-                                             "held-out PSNR [default: the run's data folder]."),
+                                             "held-out PSNR \\[default: the run's data folder]."),
     device: str = typer.Option("auto", envvar="BEGAN_DEVICE", metavar="auto|cpu|cuda[:N]",
                                help="Where to fit the encoder."),
     fp16: bool = typer.Option(True, "--fp16/--no-fp16",

@@ -6,7 +6,8 @@
     began interpolate a.png b.png --space d             # D's auto-encoder latent space
 
 Images are inverted through the encoder (optionally refined); each segment has
---steps frames including both ends.
+--steps frames including both ends. A strip or GIF of images starts and ends with
+the inputs as the model sees them, to compare the walk's ends with.
 """
 
 from __future__ import annotations
@@ -18,39 +19,47 @@ from typing import Optional
 import numpy as np
 import typer
 
-from ..errors import UsageError
-from ..images import make_grid, to_uint8
+from ..errors import BeganError, UsageError
+from ..api import walk
+from ..images import enlarge, make_grid, to_uint8
 from ..inputs import collect, preprocess_for, read, to_float
-from ..latent import path as latent_path
-from ..latent import refine
-from ..output import Out, encode, ensure_dir, output_format, plan_writes, write_bytes
+from ..output import (Out, Tally, WriteError, encode, ensure_dir, output_format, plan_writes,
+                      write_bytes)
 from ..seeds import parse_seeds, z_for_seeds
 from .common import (DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt, QuietOpt,
                      SkipOpt, open_model)
+from .sample import check_grid
+from .viewing import ResampleOpt, ScaleOpt, check_resample
+
+MAX_FRAMES = 10_000  # frames of one walk: all of them are held in memory
 
 
 def interpolate(
-    images: Optional[list[str]] = typer.Argument(None, metavar="[IMAGES]...",
+    images: Optional[list[str]] = typer.Argument(None, metavar="IMAGES",
                                                  show_default=False,
                                                  help="Two or more images to pass through."),
     seeds: Optional[str] = typer.Option(None, "--seeds", metavar="LIST", show_default=False,
                                         help="Seeds to pass through instead, e.g. 3,17."),
-    steps: int = typer.Option(8, "--steps", min=2, metavar="N",
+    steps: int = typer.Option(8, "--steps", min=2, max=MAX_FRAMES, metavar="N",
                               help="Frames per segment, both ends included."),
-    method: str = typer.Option("slerp", "--method", metavar="slerp|lerp"),
+    method: str = typer.Option("slerp", "--method", metavar="slerp|lerp",
+                               help="Paths between points: spherical (slerp) or straight."),
     space: str = typer.Option("g", "--space", metavar="g|d",
                               help="g: the generator's z; d: the auto-encoder's latent h."),
-    refine_steps: int = typer.Option(0, "--refine", min=0, metavar="N",
+    refine_steps: int = typer.Option(0, "--refine", min=0, max=100_000, metavar="N",
                                      help="Adam steps refining each image's z (space g)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default=False,
-                                       help="A strip (png/jpg/webp) or an animated .gif "
-                                            "[default: ./interpolate-<a>-<b>.png]."),
+                                       help="A strip (png/jpg/webp) or an animated .gif, "
+                                            "with the input images at both ends "
+                                            "\\[default: ./interpolate-<a>-<b>.png]."),
     outdir: Optional[Path] = typer.Option(None, "--outdir", metavar="DIR", show_default=False,
                                           help="One file per frame: DIR/frame0000.png."),
     nrow: Optional[int] = typer.Option(None, "--nrow", min=1, metavar="K", show_default=False,
-                                       help="Frames per row of the strip [default: all]."),
-    frame_ms: int = typer.Option(100, "--frame-ms", min=10, metavar="MS",
-                                 help="GIF frame duration."),
+                                       help="Frames per row of the strip \\[default: all]."),
+    frame_ms: int = typer.Option(100, "--frame-ms", min=10, max=655350, metavar="MS",
+                                 help="GIF frame duration (GIF stores at most 655350)."),
+    scale: ScaleOpt = 1,
+    resample: ResampleOpt = "nearest",
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -61,6 +70,7 @@ def interpolate(
 ) -> None:
     """Interpolate between images (inverted through the encoder) or seeds."""
     o = Out(as_json, quiet)
+    check_resample(resample)
     if method not in ("slerp", "lerp"):
         raise UsageError(f"unknown method {method!r}", "use slerp or lerp")
     if space not in ("g", "d"):
@@ -81,6 +91,9 @@ def interpolate(
     if len(names) < 2:
         raise UsageError("interpolation needs at least two points",
                          "give two or more images, or --seeds with two or more seeds")
+    if (len(names) - 1) * (steps - 1) + 1 > MAX_FRAMES:  # all frames are held in memory
+        raise UsageError(f"{len(names)} points with --steps {steps} make more than "
+                         f"{MAX_FRAMES:,} frames", "use fewer points or fewer --steps")
     fmt = None
     if outdir is None:
         fmt = output_format(out, None, allowed=("png", "jpg", "webp", "gif"))
@@ -89,52 +102,63 @@ def interpolate(
                              "write the strip to a file with --out FILE, or drop --json")
 
     m = open_model(model, device, precision, o)
+    n_frames = (len(names) - 1) * (steps - 1) + 1  # memory and the strip's format bound these
+    check_grid(n_frames, nrow or n_frames, m.resolution * scale,
+               fmt if fmt in ("png", "jpg", "webp") else "npy")
     t = time.perf_counter()
     if seeds:
-        z = z_for_seeds(seed_list, m.z_dim)
-        x = m.generate(z) if space == "d" else None
+        z, x = z_for_seeds(seed_list, m.z_dim), None
     else:
         pixels, pre = [], preprocess_for(m.bundle)
         for s in sources:
             try:
                 pixels.append(read(s, pre))
-            except ValueError as e:
-                raise UsageError(f"{s.name}: {e}", "interpolate needs every image it names"
-                                 ) from None
-        x = to_float(np.stack(pixels))
-        z = None
-        if space == "g":
-            z = m.encode(x)
-            if refine_steps:
-                z, _, _ = refine(m, x, z, refine_steps)
-
-    if space == "g":
-        frames = m.generate(np.clip(latent_path(z, steps, method), -1, 1))
-    else:
-        _, h = m.autoencode(x)
-        frames = m.decode(latent_path(h, steps, method))
+            except ValueError as e:  # as in invert and score: a file problem, exit 1
+                raise BeganError(f"{s.name}: {e}", "interpolate needs every image it names "
+                                 "(png, jpg, webp, bmp, gif, ...)") from None
+        x, z = to_float(np.stack(pixels)), None
+    frames = walk(m, steps, method, space, x=x, z=z, refine=refine_steps)
     ms = (time.perf_counter() - t) * 1000
-    frames_u8 = to_uint8(frames)
+    frames_u8 = enlarge(to_uint8(frames), scale, resample)
+    # A strip or GIF starts and ends with the input images as the model sees them
+    # (decoded, cropped, resized), so the walk's ends can be compared with them.
+    shown = frames_u8 if x is None else np.concatenate(
+        [enlarge(to_uint8(x[[0]]), scale, resample), frames_u8,
+         enlarge(to_uint8(x[[-1]]), scale, resample)])
 
     if outdir is not None:
         ensure_dir(outdir)
         paths = [outdir / f"frame{i:04d}.png" for i in range(len(frames_u8))]
-        for p, w, img in zip(paths, plan_writes(paths, overwrite, skip_existing), frames_u8):
+        plan = plan_writes(paths, overwrite, skip_existing)
+        tally = Tally(o, sum(plan), "frames")
+        for p, w, img in zip(paths, plan, frames_u8):
             if w:
-                write_bytes(p, encode(img, "png"))
+                try:
+                    write_bytes(p, encode(img, "png"))
+                except WriteError as e:
+                    if e.folder_wide:
+                        tally.stop(e)
+                    tally.fail(str(p), e.message)
+                    continue
+                tally.ok()  # only frames really written are reported
                 o.record({"path": str(p), "provider": m.provider.name})
-        o.say(f"wrote {len(paths)} frames to {outdir}")
+        tally.finish()  # failures: one error that counts what was written
+        o.say(f"wrote {tally.written} frames to {outdir}"
+              + (f"; kept {len(paths) - tally.total} existing" if tally.total < len(paths)
+                 else ""))
         return
     target = out or Path(f"interpolate-{'-'.join(names[:2])}"
                          f"{'-etc' if len(names) > 2 else ''}.png")
     if str(target) != "-" and not plan_writes([target], overwrite, skip_existing)[0]:
         o.say(f"kept existing {target}")
         return
-    write_bytes(target, _gif(frames_u8, frame_ms) if fmt == "gif" else
-                encode(make_grid(frames_u8, nrow or len(frames_u8)), fmt))
+    write_bytes(target, _gif(shown, frame_ms) if fmt == "gif" else
+                encode(make_grid(shown, nrow or len(shown)), fmt))
     where = "" if out is not None else " (in the current folder)"
-    o.say(f"wrote {target}{where}: {len(frames_u8)} frames through {', '.join(names)}")
-    o.record({"path": str(target), "frames": len(frames_u8), "points": names, "space": space,
+    ends = "" if x is None else " (the input images at both ends)"
+    o.say(f"wrote {target}{where}: {len(frames_u8)} frames through {', '.join(names)}{ends}")
+    o.record({"path": str(target), "frames": len(frames_u8), "inputs_shown": x is not None,
+              "points": names, "space": space,
               "method": method, "provider": m.provider.name, "ms": round(ms, 2)})
 
 

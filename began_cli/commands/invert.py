@@ -4,8 +4,11 @@
     began invert faces/ --outdir inv/ --refine 200 --json
     cat x.png | began invert - --outdir inv/             # inv/stdin.*
 
-Per image: z (float32, N_z) and G(z), with the L1 error (mean |x - G(z)| on
-the model's [-1, 1] scale) and PSNR against the input as the model saw it.
+Per image: z (float32, N_z) and G(z), with the L1 error (mean |x - clip(G(z))|
+on the model's [-1, 1] scale: the image as saved) and PSNR against the input as
+the model saw it. An error far above the model's own on its samples earns a
+warning on stderr (and "outside": true in --json): the model cannot draw that
+image, and its z is only the nearest guess.
 """
 
 from __future__ import annotations
@@ -16,13 +19,30 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..errors import EXIT_PARTIAL, BeganError, UsageError
+from ..errors import BeganError, UsageError
 from ..images import to_uint8
 from ..inputs import collect, preprocess_for, read, to_float
-from ..latent import psnr, refine
-from ..output import Out, encode, ensure_dir, plan_writes, write_bytes
+from ..api import inversion_figures
+from ..images import enlarge
+from ..latent import OUTSIDE_RATIO, reference_for
+from ..latent import invert as find_z
+from ..output import Out, Tally, WriteError, encode, ensure_dir, plan_writes, write_bytes
 from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt,
                      QuietOpt, SkipOpt, batch_size, open_model)
+from .viewing import ResampleOpt, ScaleOpt, check_resample
+
+MAX_WARNINGS = 10  # images warned about one by one; more get one summary line
+
+
+def outside_warning(name: str, l1: float, ratio: float, reference: dict) -> str:
+    return (f"warning: {name}: L1 {l1:.4f} is {ratio:.1f}x the model's 99th percentile on its "
+            f"own samples ({reference['l1']['p99']:.4f}): probably not an image it can draw")
+
+
+def outside_summary(count: int, total: int, reference: dict) -> str:
+    return (f"warning: {count} of {total} images have an L1 error over {OUTSIDE_RATIO:g}x the "
+            f"model's 99th percentile on its own samples ({reference['l1']['p99']:.4f}): "
+            "probably not images it can draw (\"outside\" in --json)")
 
 
 def unique_stems(names: list[str]) -> list[str]:
@@ -47,10 +67,12 @@ def invert(
                                             "- for one image on stdin."),
     outdir: Path = typer.Option(..., "--outdir", metavar="DIR",
                                 help="Where <stem>.z.npy and <stem>.recon.png go."),
-    refine_steps: int = typer.Option(0, "--refine", min=0, metavar="N",
-                                     help="Adam steps on |x - G(z)| after the encoder."),
+    refine_steps: int = typer.Option(0, "--refine", min=0, max=100_000, metavar="N",
+                                     help="Adam steps on |clip(G(z)) - x| after the encoder."),
     lr: float = typer.Option(0.05, "--lr", min=1e-6, metavar="LR",
                              help="Adam learning rate of the refinement."),
+    scale: ScaleOpt = 1,
+    resample: ResampleOpt = "nearest",
     batch: BatchOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -62,6 +84,7 @@ def invert(
 ) -> None:
     """Find z for images with the model's encoder (and optional refinement)."""
     o = Out(as_json, quiet)
+    check_resample(resample)
     sources = collect(inputs)
     if sum(s.path is None for s in sources) > 1:
         raise UsageError("stdin (-) can be read once", "name - only once")
@@ -74,7 +97,8 @@ def invert(
     flat = plan_writes([p for pair in targets for p in pair], overwrite, skip_existing)
     todo = [i for i in range(len(sources)) if flat[2 * i] or flat[2 * i + 1]]
 
-    images, kept, failed, written = [], [], 0, 0
+    tally = Tally(o, len(todo), "images")
+    images, kept = [], []
     for i in todo:
         try:
             images.append(read(sources[i], pre))
@@ -83,39 +107,45 @@ def invert(
             if len(todo) == 1:  # one input: its reason is the error
                 raise BeganError(f"{sources[i].name}: {e}", "pass an image file the model can "
                                  "read (png, jpg, webp, bmp, gif, ...)") from None
-            failed += 1
-            o.say(f"error: {sources[i].name}: {e}")
+            tally.fail(sources[i].name, str(e))
     if images:
         ensure_dir(outdir)  # only once there is something to write
         x = to_float(np.stack(images))
         bs = batch_size(batch, m)
         t = time.perf_counter()
-        z = m.encode(x, batch_size=bs)
-        if refine_steps:
-            z, _, _ = refine(m, x, z, refine_steps, lr=lr, batch_size=bs)
-        recon = m.generate(z, batch_size=bs)
+        z, recon = find_z(m, x, refine_steps, lr=lr, batch_size=bs)
         ms = (time.perf_counter() - t) * 1000 / len(kept)
-        l1 = np.abs(recon - x).reshape(len(x), -1).mean(1)
-        db = psnr(recon, x)
-        pixels = to_uint8(recon)
+        fig = inversion_figures(m, x, recon)  # errors of the image as saved (clipped)
+        l1, db = fig["l1"], fig["psnr"]
+        pixels = enlarge(to_uint8(recon), scale, resample)
+        each = len(kept) <= MAX_WARNINGS  # else one summary line below
         for j, i in enumerate(kept):
             z_path, png_path = targets[i]
+            # Only the outputs planned: --skip-existing never rewrites one that exists.
             try:
-                write_bytes(z_path, encode(z[j], "npy"))
-                write_bytes(png_path, encode(pixels[j], "png"))
-            except BeganError as e:
-                failed += 1
-                o.say(f"error: {e.message}")
+                if flat[2 * i]:
+                    write_bytes(z_path, encode(z[j], "npy"))
+                if flat[2 * i + 1]:
+                    write_bytes(png_path, encode(pixels[j], "png"))
+            except WriteError as e:
+                if e.folder_wide:
+                    tally.stop(e)
+                tally.fail(sources[i].name, e.message)
                 continue
-            written += 1
-            o.say(f"{sources[i].name}: L1 {l1[j]:.4f}  PSNR {db[j]:.2f} dB -> {png_path}")
+            tally.ok()
+            kept_one = "" if flat[2 * i] and flat[2 * i + 1] else " (kept the existing " + (
+                z_path.name if not flat[2 * i] else png_path.name) + ")"
+            o.say(f"{sources[i].name}: L1 {l1[j]:.4f}  PSNR {db[j]:.2f} dB -> {png_path}"
+                  + kept_one)
+            if each and fig["outside"][j]:
+                o.say(outside_warning(sources[i].name, l1[j], fig["ratio"][j], reference_for(m)))
             o.record({"input": sources[i].name, "z": str(z_path), "recon": str(png_path),
                       "l1": round(float(l1[j]), 6), "psnr": round(float(db[j]), 3),
-                      "refine": refine_steps, "provider": m.provider.name, "ms": round(ms, 2)})
+                      "l1_ratio": round(float(fig["ratio"][j]), 3),
+                      "outside": bool(fig["outside"][j]), "refine": refine_steps,
+                      "provider": m.provider.name, "ms": round(ms, 2)})
+        if not each and fig["outside"].any():
+            o.say(outside_summary(int(fig["outside"].sum()), len(kept), reference_for(m)))
     if len(todo) < len(sources):
         o.say(f"kept {len(sources) - len(todo)} existing results in {outdir}")
-    if failed and not written:
-        raise BeganError(f"none of the {len(todo)} images could be inverted",
-                         "check the paths and that the files are images")
-    if failed:
-        raise typer.Exit(EXIT_PARTIAL)
+    tally.finish("inverted", "check the paths and that the files are images")

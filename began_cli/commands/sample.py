@@ -11,7 +11,9 @@ thread pool, and memory stays flat in n.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -21,19 +23,45 @@ from typing import Optional
 
 import typer
 
-from ..errors import EXIT_PARTIAL, BeganError, UsageError
-from ..images import make_grid, to_uint8
-from ..output import (Out, encode, ensure_dir, output_format, plan_writes, refuse_existing,
-                      write_bytes)
-from ..seeds import parse_seeds, seed_range, z_for_seeds
+from ..errors import UsageError
+from ..images import enlarge, tile, to_uint8
+from ..output import (MAX_SIDE, Out, Tally, WriteError, encode, ensure_dir, output_format,
+                      plan_writes, refuse_existing, write_bytes)
+from ..seeds import MAX_COUNT, parse_seeds, seed_range, z_for_seeds
 from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt,
                      QuietOpt, SkipOpt, batch_size, open_model)
+from .viewing import ResampleOpt, ScaleOpt, check_resample
 
 DEFAULT_OUT = Path("samples.png")
+GRID_PAD = 2  # make_grid's default padding
+
+
+# Bounds that keep one command within a machine's memory: --outdir streams, so only
+# the seed list bounds it; a grid is held whole, so its pixels are bounded too.
+MAX_IMAGES = MAX_COUNT
+MAX_GRID = 65536
+MAX_GRID_PIXELS = 1 << 25
 
 
 def seed_name(seed: int, fmt: str) -> str:
     return f"seed{seed:06d}.{fmt}"
+
+
+def check_grid(n: int, nrow: int | None, resolution: int, fmt: str) -> None:
+    """A grid that would not fit in memory, or in its file format, is refused before
+    anything is generated."""
+    if n * resolution * resolution > MAX_GRID_PIXELS:
+        raise UsageError(f"a grid of {n:,} images of {resolution}x{resolution} is too large "
+                         f"(at most {MAX_GRID_PIXELS // (resolution * resolution):,} at this "
+                         "resolution)", "write one file per seed with --outdir DIR")
+    if fmt == "npy":
+        return
+    cols = max(1, min(nrow or math.ceil(math.sqrt(n)), n))
+    side = max(cols, math.ceil(n / cols)) * (resolution + GRID_PAD) + GRID_PAD
+    if side > MAX_SIDE[fmt]:
+        raise UsageError(f"that grid would be {side:,} pixels long; {fmt} stores at most "
+                         f"{MAX_SIDE[fmt]:,}", "write png (--format png, or a .png name), "
+                         "use a squarer --nrow, or --outdir DIR")
 
 
 def sample(
@@ -44,19 +72,22 @@ def sample(
                                         help="Explicit seeds, e.g. 0-7,42,100-199 (overrides "
                                              "-n/--seed)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default=False,
-                                       help="The grid's file ('-' for stdout) "
-                                            "[default: samples.png]."),
+                                       help="The output file, '-' for stdout: a grid, or "
+                                            "the image itself for one seed "
+                                            "\\[default: samples.png]."),
     outdir: Optional[Path] = typer.Option(None, "--outdir", metavar="DIR", show_default=False,
                                           help="One file per seed instead of a grid: "
                                                "DIR/seed000042.png."),
     fmt: Optional[str] = typer.Option(None, "--format", metavar="png|jpg|webp|npy",
                                       show_default=False,
-                                      help="File format [default: from --out, else png]; npy "
+                                      help="File format \\[default: from --out, else png]; npy "
                                            "holds the float32 (3, H, W) output in [-1, 1]."),
     nrow: Optional[int] = typer.Option(None, "--nrow", min=1, metavar="K", show_default=False,
-                                       help="Images per grid row [default: a square grid]."),
+                                       help="Images per grid row \\[default: a square grid]."),
     truncation: float = typer.Option(1.0, "--truncation", min=0.0, max=1.0, metavar="PSI",
                                      help="Scale z by PSI: less variety, more typical images."),
+    scale: ScaleOpt = 1,
+    resample: ResampleOpt = "nearest",
     batch: BatchOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -68,40 +99,54 @@ def sample(
 ) -> None:
     """Generate images for seeds: a grid (--out) or one file per seed (--outdir)."""
     o = Out(as_json, quiet)
+    check_resample(resample)
     if out is not None and outdir is not None:
         raise UsageError("--out and --outdir go separately", "a grid (--out) or files (--outdir)")
+    if seeds is None and n > MAX_IMAGES:
+        raise UsageError(f"-n {n:,} is more images than one run makes (at most "
+                         f"{MAX_IMAGES:,})", "split the job: --seed S -n N makes seeds "
+                         "S..S+N-1, so consecutive runs can cover any range")
     seed_list = parse_seeds(seeds) if seeds is not None else seed_range(n, seed)
     target = out or DEFAULT_OUT
     # Usage errors before the model loads (and before anything is written).
     fmt = output_format(None if outdir is not None else target, fmt)
+    if outdir is None and len(seed_list) > MAX_GRID:
+        raise UsageError(f"a grid of {len(seed_list):,} images is too large (at most "
+                         f"{MAX_GRID:,})", "write one file per seed with --outdir DIR")
     if as_json and outdir is None and str(target) == "-":
         raise UsageError("--json and --out - would both write to stdout",
                          "write the grid to a file with --out FILE, or drop --json")
     m = open_model(model, device, precision, o)
     bs = batch_size(batch, m)
     if outdir is not None:
-        code = _write_files(m, seed_list, outdir, fmt, truncation, bs,
-                            overwrite, skip_existing, o)
-        if code:
-            raise typer.Exit(code)
+        _write_files(m, seed_list, outdir, fmt, truncation, bs, overwrite, skip_existing, o,
+                     scale, resample)
         return
+    check_grid(len(seed_list), nrow, m.resolution * scale, fmt)
     if str(target) != "-" and not plan_writes([target], overwrite, skip_existing)[0]:
         o.say(f"kept existing {target}")
         return
     t = time.perf_counter()
     images = m.generate(z_for_seeds(seed_list, m.z_dim, truncation), batch_size=bs)
     ms = (time.perf_counter() - t) * 1000
-    data = encode(images if fmt == "npy" else make_grid(to_uint8(images), nrow), fmt)
+    # One seed is the image itself (no grid border); npy is the model's output, unscaled.
+    data = encode(images if fmt == "npy" else
+                  tile(enlarge(to_uint8(images), scale, resample), nrow), fmt)
     write_bytes(target, data)
     if str(target) != "-":
-        o.say(f"wrote {target} ({len(seed_list)} images, {m.resolution}x{m.resolution})")
+        count = f"{len(seed_list)} images" if len(seed_list) > 1 else "1 image"
+        o.say(f"wrote {target} ({count}, {m.resolution}x{m.resolution}"
+              + (f", shown {scale}x larger" if scale > 1 and fmt != "npy" else "") + ")")
     o.record({"path": str(target), "seeds": list(seed_list), "provider": m.provider.name,
               "ms": round(ms, 2)})
 
 
 def _write_files(m, seed_list: Sequence[int], outdir: Path, fmt: str, truncation: float,
-                 bs: int, overwrite: bool, skip_existing: bool, o: Out) -> int:
-    """Stream seeds through generation and a writer pool; nothing here grows with n."""
+                 bs: int, overwrite: bool, skip_existing: bool, o: Out, scale: int = 1,
+                 resample: str = "nearest") -> None:
+    """Stream seeds through generation and a writer pool; nothing here grows with n.
+    A file that fails is a `failed:` line (exit 3 at the end); a failure that every
+    other file would share (full disk, read-only folder) stops the run at once."""
     ensure_dir(outdir)
 
     def wanted(seeds: Sequence[int]) -> list[tuple[int, Path]]:
@@ -116,53 +161,63 @@ def _write_files(m, seed_list: Sequence[int], outdir: Path, fmt: str, truncation
         refuse_existing(first, existing)
     if existing:
         o.say(f"keeping {existing} existing files in {outdir}")
-    total = len(seed_list) - existing
-    failed = 0
+    tally = Tally(o, len(seed_list) - existing)
     workers = min(8, os.cpu_count() or 1)
     per_task = 16  # images per pool task: fewer futures, same overlap
     pending: deque = deque()  # (future, ms) in seed order
     max_pending = workers * 4  # bounds memory whatever n is
+    halt = threading.Event()  # set on a stop or an exception: workers write no more
+    stopped: list[WriteError] = []
 
     def write_some(items: list) -> list:
         done = []
         for s, path, image in items:
+            if halt.is_set():
+                break
             try:
                 write_bytes(path, encode(image, fmt))
                 done.append((s, path, None))
-            except BeganError as e:
-                done.append((s, path, e.message))
+            except WriteError as e:
+                done.append((s, path, e))
+                if e.folder_wide:
+                    halt.set()
         return done
 
     def settle(advance) -> None:
-        nonlocal failed
         fut, ms = pending.popleft()
         for s, path, error in fut.result():
-            if error:
-                failed += 1
-                o.say(f"error: {error}")
-                continue
-            advance()
-            o.record({"path": str(path), "seed": s, "provider": m.provider.name, "ms": ms})
+            if error is None:
+                tally.ok()
+                advance()
+                o.record({"path": str(path), "seed": s, "provider": m.provider.name, "ms": ms})
+            elif error.folder_wide:
+                stopped.append(error)
+            else:
+                tally.fail(f"seed {s}", error.message)
 
-    with o.progress(total, "sample") as advance, ThreadPoolExecutor(workers) as pool:
-        for i in range(0, len(seed_list), bs):
-            chunk = wanted(seed_list[i:i + bs])
-            if not chunk:
-                continue
-            t = time.perf_counter()
-            images = m.generate(z_for_seeds([s for s, _ in chunk], m.z_dim, truncation),
-                                batch_size=bs)
-            ms = round((time.perf_counter() - t) * 1000 / len(chunk), 3)
-            pixels = images if fmt == "npy" else to_uint8(images)
-            items = [(s, path, image) for (s, path), image in zip(chunk, pixels)]
-            for j in range(0, len(items), per_task):
-                pending.append((pool.submit(write_some, items[j:j + per_task]), ms))
-                while len(pending) > max_pending:
-                    settle(advance)
-        while pending:
-            settle(advance)
-    written = total - failed
-    o.say(f"wrote {written} files to {outdir}" + (f"; {failed} failed" if failed else ""))
-    if failed:
-        return EXIT_PARTIAL if written else 1
-    return 0
+    with o.progress(tally.total, "sample") as advance, ThreadPoolExecutor(workers) as pool:
+        try:
+            for i in range(0, len(seed_list), bs):
+                chunk = wanted(seed_list[i:i + bs])
+                if not chunk:
+                    continue
+                t = time.perf_counter()
+                images = m.generate(z_for_seeds([s for s, _ in chunk], m.z_dim, truncation),
+                                    batch_size=bs)
+                ms = round((time.perf_counter() - t) * 1000 / len(chunk), 3)
+                pixels = images if fmt == "npy" else enlarge(to_uint8(images), scale, resample)
+                items = [(s, path, image) for (s, path), image in zip(chunk, pixels)]
+                for j in range(0, len(items), per_task):
+                    pending.append((pool.submit(write_some, items[j:j + per_task]), ms))
+                    while len(pending) > max_pending:
+                        settle(advance)
+                if halt.is_set():
+                    break
+            while pending:  # what was written before a stop is still reported
+                settle(advance)
+        finally:
+            halt.set()  # Ctrl-C, a closed stdout: queued writes are dropped, not done
+    if stopped:
+        tally.stop(stopped[0])
+    tally.finish()  # failures: one error that counts what was written
+    o.say(f"wrote {tally.written} files to {outdir}")
