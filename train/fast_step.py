@@ -61,6 +61,8 @@ SUPPORTED_TRAIN = frozenset({
     "steps", "seed", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
     "workers", "fast_step",
     "ema_decay",  # a hook averages G after the step: the step is unchanged
+    # quality tracking (quality.py) reads G and D at log rows, outside the step
+    "eval_every", "eval_samples", "eval_kid", "collapse_threshold", "stop_on_collapse",
     "instance_noise_steps",  # inert unless instance_noise > 0, which falls back
 })
 # out_tanh lives inside G and D's decoder, which the fast step calls as modules.
