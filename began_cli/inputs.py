@@ -75,8 +75,9 @@ class _Refused(Exception):
     """An input refused before decoding; its text is the reason."""
 
 
-def read_stdin(limit: int = MAX_IMAGE_BYTES) -> bytes:
-    """All of stdin, but never more than `limit` bytes in memory."""
+def read_stdin(limit: int | None = None) -> bytes:
+    """All of stdin, but never more than `limit` (MAX_IMAGE_BYTES) bytes in memory."""
+    limit = MAX_IMAGE_BYTES if limit is None else limit
     stream = sys.stdin
     if stream is None:
         raise _Refused("closed (nothing to read)")
@@ -90,9 +91,10 @@ def read_stdin(limit: int = MAX_IMAGE_BYTES) -> bytes:
     return data
 
 
-def open_image_file(path: Path, limit: int = MAX_IMAGE_BYTES):
-    """The file opened for reading if it is a regular file of at most `limit` bytes.
-    A FIFO or a device is refused, never opened or waited on."""
+def open_image_file(path: Path, limit: int | None = None):
+    """The file opened for reading if it is a regular file of at most `limit`
+    (MAX_IMAGE_BYTES) bytes. A FIFO or a device is refused, never opened or waited on."""
+    limit = MAX_IMAGE_BYTES if limit is None else limit
     st = os.stat(path)  # FileNotFoundError -> "no such file"
     _check_image_stat(st, limit)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))

@@ -163,6 +163,8 @@ def ensure_dir(path: Path) -> None:
     runs of began left in it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise WriteError(path, e, f"{path} exists and is not a folder") from None
     except OSError as e:
         raise WriteError(path, e, f"cannot create {path} ({_reason(e)})") from None
     files.remove_stale_temps(path)
@@ -191,6 +193,7 @@ _HINTS = {
     errno.ENOTDIR: "part of that path is a file, not a folder: choose a folder you can "
                    "write to",
     errno.ENAMETOOLONG: "choose a shorter name",
+    errno.EEXIST: "choose a folder name that is free, or an existing folder",
 }
 if hasattr(errno, "EDQUOT"):
     _HINTS[errno.EDQUOT] = _HINTS[errno.ENOSPC]

@@ -5,8 +5,11 @@ how many cases were tried."""
 
 import io
 import json
+import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -187,10 +190,12 @@ def test_a_folder_where_a_file_is_expected(tiny_bundle, tmp_path, capsys):
     (tmp_path / "empty_dir").mkdir()
     code, _, err = cli(capsys, ["invert", tmp_path / "empty_dir", "--outdir", tmp_path / "o",
                                 "--model", tiny_bundle])
-    assert_clean_failure(code, err, (2,))  # a folder with no images: nothing to invert
+    # A folder with no images is a problem of the files named, as a missing file is: exit 1
+    # in every verb (the README's error model), not a usage error.
+    assert_clean_failure(code, err, (1,))
     code, _, err = cli(capsys, ["interpolate", tmp_path / "empty_dir", tmp_path / "empty_dir",
                                 "--model", tiny_bundle, "--out", tmp_path / "x.png"])
-    assert_clean_failure(code, err, (2,))
+    assert_clean_failure(code, err, (1,))
     assert not (tmp_path / "x.png").exists()
 
 
@@ -343,3 +348,241 @@ def test_export_trusts_the_checkpoint_not_config_json(tiny_run, tmp_path, capsys
                                   "--no-fp16", "--json", "-q"])
     assert code == 0, err
     assert json.loads(out)["model"]["resolution"] == 16
+
+
+
+# --- hostile bundles: fields, files, graphs ------------------------------------------
+
+BAD_VALUES = [None, "x", "", -1, 0, 1.5, 2**40, 10**400 // 10**390, True, [], {}, [1, 2],
+              {"a": 1}, "16", 1e308, -0.0]
+FIELDS = [("model", "resolution"), ("model", "z_dim"), ("model", "h_dim"), ("model", "n"),
+          ("model", "repeat"), ("model", "skip"), ("model",), ("format_version",),
+          ("image", "channels"), ("image",), ("training", "gamma"), ("training", "k"),
+          ("training", "step"), ("training", "data", "crop"), ("training", "data", "background"),
+          ("training", "data", "resample"), ("training", "data"), ("training",),
+          ("encoder", "kind"), ("encoder", "metrics", "z_l1"), ("encoder", "metrics"),
+          ("files", "generator.onnx", "bytes"), ("files", "generator.onnx", "sha256"),
+          ("files", "generator.onnx", "precision"), ("files", "generator.onnx"), ("files",),
+          ("graphs", "generator", "inputs"), ("graphs", "generator"), ("graphs",)]
+
+
+def set_field(manifest: dict, path: tuple, value) -> None:
+    d = manifest
+    for key in path[:-1]:
+        d = d[key]
+    d[path[-1]] = value
+
+
+@fuzz(80)
+@given(field=st.sampled_from(FIELDS), value=st.sampled_from(BAD_VALUES),
+       verb=st.sampled_from(["info", "sample", "invert", "score"]))
+def test_manifest_fields_are_validated(tiny_bundle, tmp_path_factory, capsys, image_folder,
+                                       field, value, verb):
+    """Any value in any field the CLI reads: the command works (the value was valid) or
+    fails with exit 1 and one error + hint, never an `unexpected` error or a traceback."""
+    work = tmp_path_factory.mktemp("manifest")
+    model = work / "m"
+    shutil.copytree(tiny_bundle, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    set_field(manifest, field, value)
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    args = {"info": ["info"], "sample": ["sample", "-n", 2, "--out", work / "g.png"],
+            "invert": ["invert", sorted(image_folder.iterdir())[0], "--outdir", work / "o"],
+            "score": ["score", "--data", image_folder, "-n", 4, "--max-images", 4]}[verb]
+    code, out, err = cli(capsys, [*args, "--model", model, "-q"])
+    if code != 0:
+        assert_clean_failure(code, err, (1,))
+        assert "manifest" in err or "does not match" in err or "declares" in err, err
+        assert not (work / "g.png").exists() and not (work / "o").exists()
+
+
+def write_manifest(model: Path, change) -> None:
+    manifest = json.loads((model / "manifest.json").read_text())
+    change(manifest)
+    (model / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("key,value", [("z_dim", 17), ("h_dim", 8), ("resolution", 32)])
+def test_manifest_that_disagrees_with_its_graphs(tiny_bundle, tmp_path, capsys, key, value):
+    """The sha256s all match, but the manifest's shape is not the graphs': refused when a
+    graph opens, with both shapes named, before anything is computed or written."""
+    model = tmp_path / "m"
+    shutil.copytree(tiny_bundle, model)
+    write_manifest(model, lambda m: m["model"].__setitem__(key, value))
+    args = (["interpolate", "--seeds", "1,2", "--space", "d", "--out", tmp_path / "g.png"]
+            if key == "h_dim" else ["sample", "-n", 2, "--out", tmp_path / "g.png"])
+    code, out, err = cli(capsys, [*args, "--model", model, "-q"])
+    assert_clean_failure(code, err, (1,))
+    assert "declares" in err and "manifest implies" in err, err
+    assert not (tmp_path / "g.png").exists()
+
+
+def began_graph(out_side: int, declared_side: int | None = None, z_dim: int = 16) -> bytes:
+    """A 'generator' that makes out_side x out_side images from z (B, z_dim), with the
+    began metadata and names, declaring declared_side (default: the true one)."""
+    from onnx import TensorProto, helper
+
+    declared = declared_side or out_side
+    x = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", z_dim])
+    y = helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                      ["batch", 3, declared, declared])
+    reps = 3 * out_side * out_side // z_dim + 1
+    nodes = [helper.make_node("Tile", ["z", "reps"], ["t"]),
+             helper.make_node("Slice", ["t", "start", "end", "axis"], ["s"]),
+             helper.make_node("Reshape", ["s", "shape"], ["image"])]
+    inits = [helper.make_tensor("reps", TensorProto.INT64, [2], [1, reps]),
+             helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("end", TensorProto.INT64, [1], [3 * out_side * out_side]),
+             helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("shape", TensorProto.INT64, [4], [-1, 3, out_side, out_side])]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    helper.set_model_props(m, {"began.graph": "generator"})
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("out_side,declared", [(64, None), (64, 16), (16, None)])
+def test_generator_larger_than_its_manifest_is_refused(tiny_bundle, tmp_path, capsys,
+                                                       out_side, declared):
+    """A generator whose output is bigger than the manifest's 16x16 (declared so, or
+    declared 16x16 and computing more) is refused; one that matches is used."""
+    from began.bundle import sha256_file
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_bundle, model)
+    (model / "generator.onnx").write_bytes(began_graph(out_side, declared))
+
+    def forge(m):
+        m["files"]["generator.onnx"].update(sha256=sha256_file(model / "generator.onnx"),
+                                            bytes=(model / "generator.onnx").stat().st_size)
+    write_manifest(model, forge)
+    code, out, err = cli(capsys, ["sample", "-n", 3, "--outdir", tmp_path / "o", "--model",
+                                  model, "-q", "--device", "cpu"])
+    if out_side == 16:
+        assert code == 0, err
+        assert len(list((tmp_path / "o").iterdir())) == 3
+        return
+    assert_clean_failure(code, err, (1,))
+    assert "generator" in err and ("declares" in err or "returned" in err), err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def run_began(args, timeout=120, **kw) -> subprocess.CompletedProcess:
+    """`python -m began ARGS` in a subprocess: a hang fails the test instead of the run."""
+    return subprocess.run([sys.executable, "-m", "began", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def one_error(p: subprocess.CompletedProcess, code: int = 1) -> str:
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "unexpected" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("provider: ")]
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith(
+        "hint: "), p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("how", ["manifest_to_dev_zero", "graph_fifo", "graph_link_outside",
+                                 "graph_sparse_10g", "manifest_fifo", "manifest_huge",
+                                 "graph_is_folder", "manifest_link_loop"])
+def test_bundle_files_must_be_regular_files_inside(tiny_bundle, tmp_path, how):
+    """Symlinks out of the bundle, FIFOs, devices and huge files are refused at once: no
+    hang (a subprocess with a timeout), no reading of gigabytes (the size is checked
+    before hashing: the error names the size)."""
+    model = tmp_path / "m"
+    shutil.copytree(tiny_bundle, model)
+    gen, man = model / "generator.onnx", model / "manifest.json"
+    if how == "manifest_to_dev_zero":
+        man.unlink()
+        man.symlink_to("/dev/zero")
+    elif how == "graph_fifo":
+        gen.unlink()
+        os.mkfifo(gen)
+    elif how == "graph_link_outside":
+        outside = tmp_path / "elsewhere.onnx"
+        gen.rename(outside)
+        gen.symlink_to(outside)
+    elif how == "graph_sparse_10g":
+        gen.unlink()
+        with open(gen, "wb") as f:
+            f.truncate(10 << 30)
+    elif how == "manifest_fifo":
+        man.unlink()
+        os.mkfifo(man)
+    elif how == "manifest_huge":
+        with open(man, "ab") as f:
+            f.write(b" " * (2 << 20))
+    elif how == "graph_is_folder":
+        gen.unlink()
+        gen.mkdir()
+    else:
+        man.unlink()
+        man.symlink_to(man)
+    for args in (["info"], ["sample", "-n", 2, "--out", tmp_path / "g.png"]):
+        p = run_began([*args, "--model", model, "-q"], timeout=60)
+        msg = one_error(p)
+        assert {"manifest_to_dev_zero": "outside the model folder", "graph_fifo": "FIFO",
+                "graph_link_outside": "outside the model folder",
+                "graph_sparse_10g": "10,737,418,240 bytes", "manifest_fifo": "FIFO",
+                "manifest_huge": "bytes, more than", "graph_is_folder": "a folder",
+                "manifest_link_loop": "cannot be opened"}[how] in msg, msg
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_a_symlink_inside_the_bundle_is_fine(tiny_bundle, tmp_path, capsys):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_bundle, model)
+    (model / "generator.onnx").rename(model / "real-generator.onnx")
+    (model / "generator.onnx").symlink_to("real-generator.onnx")
+    code, _, err = cli(capsys, ["sample", "-n", 2, "--out", tmp_path / "g.png", "-m", model])
+    assert code == 0, err
+
+
+# --- hostile inputs: FIFOs, devices, endless stdin --------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "link_to_dev_zero"])
+@pytest.mark.parametrize("verb", ["invert", "interpolate"])
+def test_fifo_and_device_inputs_are_refused_not_waited_on(tiny_bundle, tmp_path, kind, verb):
+    special = tmp_path / "in.png"
+    if kind == "fifo":
+        os.mkfifo(special)
+    elif kind == "dev_zero":
+        special = Path("/dev/zero")
+    else:
+        special.symlink_to("/dev/zero")
+    args = (["invert", special, "--outdir", tmp_path / "o"] if verb == "invert" else
+            ["interpolate", special, special, "--out", tmp_path / "i.png"])
+    p = run_began([*args, "--model", tiny_bundle, "-q"], timeout=60)
+    msg = one_error(p)
+    assert ("FIFO" if kind == "fifo" else "device") in msg, msg
+    assert not (tmp_path / "o").exists() and not (tmp_path / "i.png").exists()
+
+
+def test_endless_stdin_is_refused_with_a_bound(tiny_bundle, tmp_path):
+    """/dev/zero on stdin: refused after MAX_IMAGE_BYTES, not read until memory runs out."""
+    from began.inputs import MAX_IMAGE_BYTES
+
+    with open("/dev/zero", "rb") as zero:
+        p = run_began(["invert", "-", "--outdir", tmp_path / "o", "--model", tiny_bundle, "-q"],
+                      timeout=120, stdin=zero)
+    msg = one_error(p)
+    assert f"more than {MAX_IMAGE_BYTES >> 20} MB" in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_stdin_bound_and_empty_stdin(tiny_bundle, image_folder, tmp_path, monkeypatch, capsys):
+    import began.inputs
+
+    data = sorted(image_folder.iterdir())[0].read_bytes()
+    monkeypatch.setattr(began.inputs, "MAX_IMAGE_BYTES", len(data) - 1)
+    for payload, words in ((data, "too large"), (b"", "empty")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payload)))
+        code, _, err = cli(capsys, ["invert", "-", "--outdir", tmp_path / "o", "-m",
+                                    tiny_bundle, "-q"])
+        assert_clean_failure(code, err, (1,))
+        assert words in err
+    monkeypatch.setattr(began.inputs, "MAX_IMAGE_BYTES", len(data))  # at the bound: read
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = cli(capsys, ["invert", "-", "--outdir", tmp_path / "o", "-m", tiny_bundle])
+    assert code == 0, err
+    assert (tmp_path / "o" / "stdin.z.npy").exists()

@@ -6,14 +6,15 @@ from ..errors import BeganError
 from ..model import open_bundle
 from ..output import Out, json_text
 from ..runtime import cuda_status, resolve
-from .common import DeviceOpt, JsonOpt, ModelOpt
+from .common import DeviceOpt, JsonOpt, ModelOpt, QuietOpt
 
 
-def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = False) -> None:
+def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = False,
+         quiet: QuietOpt = False) -> None:
     """Show the model's manifest, its files, and the onnxruntime provider that would run."""
     import onnxruntime as ort
 
-    o = Out(as_json)
+    o = Out(as_json, quiet)  # the report is data (stdout); -q only for symmetry
     b = open_bundle(model)
     ok, cuda_reason, missing = cuda_status()
     try:
