@@ -92,6 +92,10 @@ def test_kid_subsets():
     shifted, _ = metrics.kid(x, y, subsets=20, subset_size=20)
     same, same_std = metrics.kid(x, rng.normal(size=(40, 8)), subsets=20, subset_size=20)
     assert shifted > 0.5 and abs(same) < 0.2 < shifted and same_std > 0
+    # kernels of the whole sets sliced per subset == kernels computed per subset
+    sliced = metrics.kid(x, y, subsets=7, subset_size=15, seed=3)
+    per_subset = metrics.kid(x, y, subsets=7, subset_size=15, seed=3, full_kernel_max=0)
+    assert sliced == pytest.approx(per_subset, rel=1e-6)
 
 
 def test_precision_recall_by_hand():

@@ -127,19 +127,28 @@ def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (_gram(x, y) / x.shape[1] + 1.0) ** 3
 
 
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 between samples x (m, d) and y (n, d) with the cubic polynomial kernel:
-    the within-set means leave out the diagonal (k(x_i, x_i))."""
-    x, y = _as2d(x, "x"), _as2d(y, "y")
-    m, n = len(x), len(y)
-    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+def _mmd2_from_kernels(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+    m, n = len(kxx), len(kyy)
     sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
     syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
     return float(sxx + syy - 2.0 * kxy.mean())
 
 
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 between samples x (m, d) and y (n, d) with the cubic polynomial kernel:
+    the within-set means leave out the diagonal (k(x_i, x_i))."""
+    x, y = _as2d(x, "x"), _as2d(y, "y")
+    return _mmd2_from_kernels(_poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y))
+
+
+# Up to this many entries per kernel matrix (200 MB in float64), KID computes the kernels
+# of the whole sets once and slices every subset out of them: 100 subsets then cost three
+# matrix products instead of 300.
+KID_FULL_KERNEL_MAX = 25_000_000
+
+
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
+        seed: int = 0, full_kernel_max: int = KID_FULL_KERNEL_MAX) -> tuple[float, float]:
     """Kernel Inception Distance: mean and std of the unbiased MMD^2 over `subsets`
     random subsets of min(subset_size, len(real), len(fake)) rows from each set
     (drawn without replacement within a subset)."""
@@ -148,10 +157,17 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
         raise ValueError(f"subsets must be >= 1, got {subsets}")
     size = min(subset_size, len(real), len(fake))
     rng = np.random.default_rng(seed)
-    vals = np.array([mmd2_unbiased(real[rng.choice(len(real), size, replace=False)],
-                                   fake[rng.choice(len(fake), size, replace=False)])
-                     for _ in range(subsets)])
-    return float(vals.mean()), float(vals.std())
+    full = max(len(real), len(fake)) ** 2 <= full_kernel_max
+    if full:
+        kxx, kyy, kxy = (_poly_kernel(real, real), _poly_kernel(fake, fake),
+                         _poly_kernel(real, fake))
+    vals = []
+    for _ in range(subsets):
+        i = rng.choice(len(real), size, replace=False)
+        j = rng.choice(len(fake), size, replace=False)
+        vals.append(_mmd2_from_kernels(kxx[np.ix_(i, i)], kyy[np.ix_(j, j)], kxy[np.ix_(i, j)])
+                    if full else mmd2_unbiased(real[i], fake[j]))
+    return float(np.mean(vals)), float(np.std(vals))
 
 
 # ----------------------------------------------------------------------------
