@@ -132,6 +132,9 @@ def variants(dev: torch.device, args) -> list[tuple[str, Levers | None]]:
             v = getattr(fast, f.name)
             if f.name == "adam":
                 out.append(("fast, adam plain", dataclasses.replace(fast, adam="plain")))
+            elif f.name == "d_passes":
+                out += [(f"fast, {n} D passes", dataclasses.replace(fast, d_passes=n))
+                        for n in (1, 2, 3) if n != v]
             elif v is True:
                 out.append((f"fast without {f.name}", dataclasses.replace(fast, **{f.name: False})))
         if dev.type == "cuda":  # the eager cost of each lever is hidden under the graph

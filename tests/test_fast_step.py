@@ -118,18 +118,27 @@ def test_fast_step_matches_reference_for_every_option(name):
         _assert_close(s_ref[:, col], s_fast[:, col], 1e-5, what)
 
 
+@pytest.mark.parametrize("z_shared", [False, True], ids=["z apart", "z shared"])
 @pytest.mark.parametrize("levers", [
-    Levers(one_g_pass=False, one_d_pass=False, adam="plain"),
-    Levers(one_g_pass=True, one_d_pass=False),
-    Levers(one_g_pass=False, one_d_pass=True),
+    Levers(one_g_pass=False, d_passes=3, adam="plain"),
+    Levers(one_g_pass=True, d_passes=3),
+    Levers(one_g_pass=False, d_passes=1),
+    Levers(d_passes=2),
     Levers(adam="fused"),
     Levers(channels_last=True),
-], ids=["all-off", "g-pass", "d-pass", "fused-adam", "channels-last"])
-def test_each_cpu_lever_matches_reference(levers):
-    w_ref, s_ref, _ = _run(SMALL, fast=False, cs_alpha=0.1)
-    w_fast, s_fast, _ = _run(SMALL, fast=True, levers=levers, cs_alpha=0.1)
+], ids=["all-off", "g-pass", "d-pass", "two-d-passes", "fused-adam", "channels-last"])
+def test_each_cpu_lever_matches_reference(levers, z_shared):
+    w_ref, s_ref, _ = _run(SMALL, fast=False, cs_alpha=0.1, z_shared=z_shared)
+    w_fast, s_fast, _ = _run(SMALL, fast=True, levers=levers, cs_alpha=0.1, z_shared=z_shared)
     _assert_close(w_ref, w_fast, 1e-5, "weights")
     _assert_close(s_ref, s_fast, 1e-5, "stats")
+
+
+def test_levers_are_checked():
+    with pytest.raises(ValueError):
+        Levers(d_passes=4)
+    with pytest.raises(ValueError):
+        Levers(adam="sgd")
 
 
 def test_cuda_levers_are_off_on_the_cpu():
