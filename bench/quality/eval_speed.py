@@ -20,7 +20,8 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=64, help="images to featurise (after a warm-up)")
+    ap.add_argument("--n", type=int, default=64,
+                    help="images to featurise (after a warm-up); 0: only the figures")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--device", default="cpu")
@@ -37,17 +38,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    rng = np.random.default_rng(0)
+    r = args.resolution
+    images = rng.integers(0, 256, (max(args.n, 2), r, r, 3), dtype=np.uint8)
+    if args.n:
+        features_speed(Inception, args, rng, images)
+    figures_speed(metrics, args, rng, images)
+
+
+def features_speed(Inception, args, rng, images) -> None:
+    import torch
+
     t = time.perf_counter()
     net = Inception(args.device)
     print(f"network load: {time.perf_counter() - t:.2f} s")
-    rng = np.random.default_rng(0)
     r = args.resolution
     warm = rng.integers(0, 256, (args.batch_size, r, r, 3), dtype=np.uint8)
     t = time.perf_counter()
     net.features(warm, batch_size=args.batch_size)  # TorchScript profiles its first calls
     net.features(warm, batch_size=args.batch_size)
     print(f"warm-up, 2 batches of {args.batch_size}: {time.perf_counter() - t:.1f} s")
-    images = rng.integers(0, 256, (args.n, r, r, 3), dtype=np.uint8)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     w, c = time.perf_counter(), time.process_time()
@@ -59,6 +69,8 @@ def main() -> None:
           f"images/s ({wall / args.n:.3f} s/image); {cpu / args.n:.3f} CPU s/image; "
           f"load average {os.getloadavg()[0]:.1f} at end")
 
+
+def figures_speed(metrics, args, rng, images) -> None:
     if args.figures:
         a = np.abs(rng.normal(size=(args.figures, 2048))).astype(np.float32)
         b = np.abs(rng.normal(size=(args.figures, 2048))).astype(np.float32) * 1.1
@@ -67,10 +79,11 @@ def main() -> None:
                          ("precision/recall k=3", lambda: metrics.precision_recall(a, b))):
             t = time.perf_counter()
             fn()
-            print(f"{name} on {args.figures} vs {args.figures}: {time.perf_counter() - t:.1f} s")
+            print(f"{name} on {args.figures} vs {args.figures}: {time.perf_counter() - t:.1f} s "
+                  f"(load average {os.getloadavg()[0]:.1f})")
     if args.pairs:
         t = time.perf_counter()
-        metrics.mean_pairwise_msssim(images if len(images) > 1 else warm, args.pairs)
+        metrics.mean_pairwise_msssim(images, args.pairs)
         print(f"MS-SSIM, {args.pairs} pairs of {r}x{r}: {time.perf_counter() - t:.1f} s")
 
 
