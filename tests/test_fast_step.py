@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -351,3 +352,58 @@ def test_began_train_with_the_fast_step_matches_the_reference(image_folder, tmp_
     assert again.resumed_from == 6
     assert rows2[-1]["k"] == pytest.approx(ref_rows[-1]["k"], rel=1e-5, abs=1e-7)
     assert rows2[-1]["m_global"] == pytest.approx(ref_rows[-1]["m_global"], rel=1e-5)
+
+
+def _count_syncs(fn) -> list[str]:
+    """Run fn with CUDA's sync debug mode on: the synchronizing calls it made."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+
+
+@cuda
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_cuda_fast_step_never_syncs(graph, cuda_globals):
+    """After its first call (graph capture, cuDNN tuning), a step is device work only."""
+    G, D, og, od = _setup(PAPER64, "cuda")
+    step = FastStep(G, D, og, od, levers=dataclasses.replace(Levers.for_device("cuda"),
+                                                             cuda_graph=graph), **HYPER)
+    batches = _batches(PAPER64, 6, False, "cuda", 16)
+    k = torch.tensor(0.0, device="cuda")
+    out = step(*batches[0], k)
+
+    def rest():
+        o = out
+        for x, z_d, z_g in batches[1:]:
+            o = step(x, z_d, z_g, o.k)
+
+    assert _count_syncs(rest) == []
+
+
+@cuda
+def test_cuda_training_steps_do_not_sync(image_folder, tmp_path, monkeypatch, cuda_globals):
+    """`began train` on CUDA: between log rows a step (the batch, z, the step, the logged
+    sums, the hooks) never waits for the GPU, so k_t and M_global are logged without a
+    host sync per step (issue #12)."""
+    from began.train import loop
+
+    real, syncs = loop._one_step, []
+
+    def watched(state, step_fn, hooks):
+        if state.step < 3:  # graph capture and cuDNN tuning happen here
+            return real(state, step_fn, hooks)
+        syncs.extend(_count_syncs(lambda: real(state, step_fn, hooks)))
+
+    monkeypatch.setattr(loop, "_one_step", watched)
+    cfg = TrainConfig().replace(data_dir=str(image_folder), resolution=16, n=8, z_dim=8,
+                                h_dim=8, batch_size=4, steps=20, log_every=10, ckpt_every=20,
+                                sample_every=20, n_samples=4)
+    logs: list[str] = []
+    loop.train(cfg, tmp_path / "run", device="cuda", progress=False, log=logs.append)
+    assert any(m.startswith("fast step:") for m in logs)
+    assert syncs == [], f"{len(syncs)} host syncs in 17 steps, e.g. {syncs[0]}"
