@@ -146,6 +146,14 @@ def set_adam_flags(opt: torch.optim.Optimizer, *, foreach: bool | None = None,
                 st["step"] = st["step"].to(device=dev, dtype=torch.float32)
 
 
+def _like(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """g laid out as p: fused and foreach Adam walk parameter, gradient and moments as flat
+    memory, so their strides must agree (channels_last weights)."""
+    return g.contiguous(memory_format=torch.channels_last
+                        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+                        else torch.contiguous_format)
+
+
 class FastStep:
     """Callable as step(x, z_d, z_g, k) -> StepOut, like `began_step` with its modules,
     optimisers and hyper-parameters bound."""
@@ -266,10 +274,8 @@ class FastStep:
             n = len(self.g_params)
             g_grads, d_grads = out[:n], out[n:-1]
             loss_real, loss_fake, loss_d, loss_cs = out[-1].unbind()
-        for p, g in zip(self.g_params, g_grads):
-            p.grad = g
-        for p, g in zip(self.d_params, d_grads):
-            p.grad = g
+        for p, g in zip(self.g_params + self.d_params, [*g_grads, *d_grads]):
+            p.grad = g if g.stride() == p.stride() else _like(g, p)
         self.opt_g.step()
         self.opt_d.step()
         loss_real, loss_fake = loss_real.detach(), loss_fake.detach()
