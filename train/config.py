@@ -87,8 +87,9 @@ class TrainConfig(JsonConfig):
     eval_kid: str = opt("auto", "quality evaluations also compute KID (Inception features): "
                                 "auto (on CUDA only: slow on a CPU), on, off")
     collapse_threshold: float = opt(0.3, "collapse when min(div_pixel, div_latent) falls "
-                                         "below this after the warm-up (1 = as varied as "
-                                         "the data; fully collapsed runs read 0.0-0.15)")
+                                         "below this, once it has reached it or after 25% "
+                                         "of --steps (1 = as varied as the data; fully "
+                                         "collapsed runs read 0.0-0.15)")
     stop_on_collapse: bool = opt(False, "end the run (exit 0, with a checkpoint; the best "
                                         "one is kept) when collapse is detected")
     workers: int = opt(0, "image decoding processes (0: min(cores, 8))")

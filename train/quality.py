@@ -7,14 +7,17 @@ fixed batch of real images:
 
     div_pixel   mean pairwise L2 distance of G(z) (clipped to [-1, 1]) / the same for the reals
     div_latent  the same ratio on D's codes D.encode(.) of the two batches
-    kid         KID x 1000 against the reals' Inception features (on CUDA by default; E's
-                train/metrics.py), when computed
+    kid         KID x 1000 against the reals' Inception features (on CUDA by default; the
+                features and KID of `began eval`, train/inception.py and train/metrics.py)
 
 About 1 means the samples vary as much as the data; near 0 means one image for
-every z. The signal is min(div_pixel, div_latent): collapse shows in both spaces,
-and noise that is spread in pixels but means nothing to D shows in the latent one.
-Below `collapse_threshold` (after the warm-up) the log says "collapse at step N"
-once, and with `stop_on_collapse` the run ends there.
+every z. The signal (the `quality` column) is min(div_pixel, div_latent): collapse
+shows in both spaces, and noise that is spread in pixels but means nothing to D
+shows in the latent one. A fresh G draws one flat image for every z, so the signal
+is judged only once it has reached `collapse_threshold` (the run took off) or from
+25% of --steps on. Below the threshold after that, the log says "collapse at step
+N" once, and with `stop_on_collapse` the run ends there (exit 0, a checkpoint
+written); a resumed run with the flag stops again at its next collapsed evaluation.
 
 "Best" (the checkpoint kept apart as checkpoints/ckpt-best.safetensors, never
 pruned): with KID, the lowest KID; without it, the newest evaluation whose score
@@ -41,13 +44,18 @@ from .config import TrainConfig
 from .hooks import Hook, HookContext
 from .rank0 import on_main
 
-# Evaluations before this fraction of the run are logged but never judged: a fresh G
-# draws near-constant images, which would read as collapse and win nothing as "best".
-WARMUP_FRACTION = 0.1
+# A fresh G draws near-constant images for its first ~1k steps (measured: 0.02-0.07 on
+# Fashion-MNIST 32x32 until step 750-933, then 0.35 by step 1000 in a run that went on to
+# 0.5), which would read as collapse. So evaluations are judged only once the signal has
+# first reached the threshold (the run took off), or from this fraction of --steps on
+# (a run that never takes off has collapsed too).
+WARMUP_FRACTION = 0.25
 BEST_SLACK = 0.05
 EVALS_PER_RUN = 20  # eval_every = -1: about this many evaluations over --steps
 AUTO_MIN_STEPS = 1000  # ... and none in shorter runs (pipeline checks; G is still flat there)
 BATCH = 128  # images per forward pass during an evaluation (bounds its memory)
+KID_BATCH = 64  # images per Inception pass (299x299 inputs)
+KID_SUBSETS = 10  # of all rows: they differ only when the real batch is the smaller one
 BEST_NAME = "ckpt-best.safetensors"  # in checkpoints/; not ckpt-<step>, so never pruned
 
 
@@ -95,7 +103,7 @@ class Verdict:
 
     row: dict[str, Any]  # stats.jsonl columns: div_pixel, div_latent (and kid)
     best: bool = False  # write this state as the best checkpoint
-    collapsed: bool = False  # under the threshold after the warm-up
+    collapsed: bool = False  # under the threshold, once judged (see WARMUP_FRACTION)
     first: bool = False  # ... for the first time in this run (said in the log)
     message: str | None = None  # say this in the log
 
@@ -108,16 +116,19 @@ class QualityState:
     best_value: float | None = None  # the highest diversity score seen (or lowest KID)
     best_by: str = "diversity"  # or "kid"
     collapse_step: int | None = None
+    live_step: int | None = None  # the first evaluation at or above the threshold
 
     def to_dict(self) -> dict[str, Any]:
         return {"best_step": self.best_step, "best_value": self.best_value,
-                "best_by": self.best_by, "collapse_step": self.collapse_step}
+                "best_by": self.best_by, "collapse_step": self.collapse_step,
+                "live_step": self.live_step}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "QualityState":
         d = d or {}
         return cls(best_step=d.get("best_step"), best_value=d.get("best_value"),
-                   best_by=d.get("best_by", "diversity"), collapse_step=d.get("collapse_step"))
+                   best_by=d.get("best_by", "diversity"), collapse_step=d.get("collapse_step"),
+                   live_step=d.get("live_step"))
 
 
 class QualityTracker:
@@ -150,7 +161,7 @@ class QualityTracker:
         self.state = QualityState.from_dict(saved)
         if self.state.best_by != self.best_by:
             self.state = QualityState(collapse_step=self.state.collapse_step,
-                                      best_by=self.best_by)
+                                      live_step=self.state.live_step, best_by=self.best_by)
 
     @property
     def enabled(self) -> bool:
@@ -175,9 +186,14 @@ class QualityTracker:
         """Collapse and best from one evaluation; updates the tracker's state."""
         v = Verdict(row=row)
         st = self.state
-        if step < self.warmup or not all(math.isfinite(x) for x in row.values()):
+        if not all(math.isfinite(x) for x in row.values()):
             return v
         signal = score_of(row)
+        if st.live_step is None:
+            if signal >= self.threshold:
+                st.live_step = step
+            elif step < self.warmup:  # not taken off yet: too early to call it
+                return v
         v.collapsed = signal < self.threshold
         if v.collapsed and st.collapse_step is None:
             st.collapse_step = step
@@ -221,17 +237,17 @@ class QualityHook(Hook):
     def _tracker(self, state: Any) -> QualityTracker:
         """Built at the first evaluation: the reals go to the device only if tracking runs."""
         if self.tracker is None:
-            ctx, images, dev = self.ctx, state.batches.images, state.dev
-            kid = None
+            ctx, dev = self.ctx, state.dev
+            tr = QualityTracker(ctx.cfg, state.batches.images, dev)
 
             def make_kid() -> bool:  # rank 0 alone featurises; all ranks learn if it did
-                nonlocal kid
-                kid = kid_scorer(ctx.cfg, images, dev, ctx.log)
-                return kid is not None
+                tr.kid = kid_scorer(tr.reals, dev, ctx.log)
+                return tr.kid is not None
 
-            by_kid = bool(on_main(ctx.d, make_kid)) if kid_wanted(ctx.cfg, dev) else False
-            self.tracker = QualityTracker(ctx.cfg, images, dev, kid=kid, by_kid=by_kid)
-            self.tracker.restore(self.saved)
+            if kid_wanted(ctx.cfg, dev) and on_main(ctx.d, make_kid):
+                tr.best_by = "kid"
+            tr.restore(self.saved)
+            self.tracker = tr
         return self.tracker
 
     def on_log(self, state: Any, row: dict[str, Any]) -> None:
@@ -270,16 +286,36 @@ def kid_wanted(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.eval_kid == "on" or (cfg.eval_kid == "auto" and device.type == "cuda")
 
 
-def kid_scorer(cfg: TrainConfig, images: np.ndarray, device: torch.device,
-               log: Callable[[str], None]) -> Callable[[torch.Tensor], float] | None:
-    """KID x 1000 of generated images against the tracker's reals, or None when the
-    feature network is not available (then "best" falls back to diversity)."""
+def kid_scorer(reals: torch.Tensor, device: torch.device, log: Callable[[str], None]
+               ) -> Callable[[torch.Tensor], float] | None:
+    """KID x 1000 of generated images (in [-1, 1], on the device) against `reals`, whose
+    Inception features are computed once here; None when the network is not installed
+    (then "best" falls back to diversity). Uses helper E's train/inception.py and
+    train/metrics.py, the same features and KID as `began eval`."""
     try:
-        from . import metrics  # helper E's module: Inception features, KID
+        from . import metrics
+        from .inception import Inception, NetworkMissing
     except ImportError as e:
         log(f"warning: KID tracking is off ({e})")
         return None
-    return metrics.training_kid(images, device, n=cfg.eval_samples, seed=cfg.seed)
+    try:
+        net = Inception(str(device))
+    except NetworkMissing as e:
+        log(f"warning: KID tracking is off ({e})")
+        return None
+
+    def features(x: torch.Tensor) -> np.ndarray:
+        parts = [net.features_torch(x[i:i + KID_BATCH]) for i in range(0, len(x), KID_BATCH)]
+        return torch.cat(parts).cpu().numpy()
+
+    real_f = features(reals)
+
+    def kid(fake: torch.Tensor) -> float:
+        mean, _ = metrics.kid(real_f, features(fake), subsets=KID_SUBSETS,
+                              subset_size=len(real_f), seed=0)
+        return 1000.0 * mean
+
+    return kid
 
 
 __all__ = ["BEST_NAME", "QualityHook", "QualityState", "QualityTracker", "Verdict", "diversity_ratio", "eval_interval",
