@@ -27,7 +27,7 @@ from . import latent
 from .errors import UsageError
 from .images import to_uint8
 from .inputs import collect, preprocess_for, read, to_float
-from .seeds import parse_seeds, z_for_seeds
+from .seeds import MAX_SEED, parse_seeds, z_for_seeds
 
 ImagesLike = Union[str, Path, np.ndarray, Sequence[Union[str, Path, np.ndarray]]]
 
@@ -128,9 +128,12 @@ class Inversion:
 def _seed_list(seeds: int | str | Iterable[int]) -> list[int]:
     if isinstance(seeds, str):
         return parse_seeds(seeds)
-    if isinstance(seeds, (int, np.integer)):
-        return [int(seeds)]
-    return [int(s) for s in seeds]
+    out = [int(seeds)] if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    bad = [s for s in out if not 0 <= s <= MAX_SEED]
+    if bad or not out:
+        raise UsageError(f"bad seed {bad[0]}" if bad else "no seeds",
+                         f"seeds are 0..{MAX_SEED}, e.g. range(16) or '0-7,42'")
+    return out
 
 
 class Model:

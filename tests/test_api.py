@@ -88,6 +88,9 @@ def test_sample_is_the_cli_image(embedded, capsys, tmp_path):
     from began.seeds import z_for_seed
     np.testing.assert_array_equal(embedded.z([7])[0], z_for_seed(7, 16))
     assert embedded.z(7, truncation=0.5)[0] == pytest.approx(z_for_seed(7, 16) * 0.5)
+    for bad in (-1, 2**32, []):
+        with pytest.raises(UsageError):
+            embedded.sample(bad)
 
 
 def test_invert_own_saved_sample_reaches_high_psnr(embedded, tmp_path):
