@@ -5,15 +5,14 @@
 
 The bundle is built in a temp folder beside --out and renamed into place only
 when every graph has passed onnx.checker and matched PyTorch on onnxruntime,
-so a failed or interrupted export never leaves a half-written bundle.
+so a failed or interrupted export never leaves a half-written bundle; what may
+be replaced, and the lock, are in destination.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,18 +24,30 @@ from began.bundle import FORMAT, FORMAT_VERSION, MANIFEST, graph_file, sha256_fi
 from began.errors import BeganError, UsageError
 from began.files import write_text
 from began.latent import inversion_reference
-from began.train.data import Preprocess, load_image_folder
+from began.progress import progress as progress_bar
+from began.train.data import Preprocess, load_image_folder, sigterm_unwinds
 from began.train.loop import resolve_device
 
+from .destination import Destination
 from .encoder_fit import fit_encoder, held_out_split, init_from_d, inversion_metrics, to_float
 from .graphs import (FP32_TOLERANCE, GRAPH_IO, OPSET, export_graph, graph_modules,
                      metadata_props, parity)
 from .runs import RunSnapshot, load_run
 
 FP16_GRAPHS = ("generator", "encoder", "autoencoder", "decoder")
+FIT_SECONDS = 40.0  # default time budget of the encoder fit (early stopping often ends it)
 
 
-def _real_images(snap: RunSnapshot, data_dir: str | None, log: Callable[[str], None]
+def _bundle_bytes(snap: RunSnapshot, fp16: bool) -> int:
+    """About what the bundle will take on disk: G twice (generator, invert_grad), D
+    (autoencoder, encoder, decoder ~ D once more), fp32, plus the fp16 copies."""
+    n = sum(p.numel() for p in snap.G.parameters()) * 2 + \
+        sum(p.numel() for p in snap.D.parameters()) * 2
+    return int(n * 4 * (1.5 if fp16 else 1.0)) + (4 << 20)
+
+
+def _real_images(snap: RunSnapshot, data_dir: str | None, log: Callable[[str], None],
+                 progress: bool | None = None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(uint8 images for the encoder fit, float held-out images), or Nones without data."""
     cfg = snap.cfg
@@ -44,7 +55,7 @@ def _real_images(snap: RunSnapshot, data_dir: str | None, log: Callable[[str], N
     pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
                      resample=cfg.resample)
     try:
-        images = load_image_folder(folder, pre, progress=False).images
+        images = load_image_folder(folder, pre, progress=progress).images
     except (OSError, ValueError) as e:
         log(f"warning: no training images for the encoder ({e}); fitting on generated "
             "images only and not measuring PSNR on real ones (pass --data DIR)")
@@ -85,18 +96,21 @@ def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str,
     }
 
 
-def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
+def export_run(run_dir: str | Path, out: str | Path, step: int | str | None = None,
                encoder: str = "fit", fit_steps: int = 2000, device: str = "auto",
-               data_dir: str | None = None, fp16: bool = True, overwrite: bool = False,
-               weights: str = "auto",
+               data_dir: str | None = None, fp16: bool | None = None, overwrite: bool = False,
+               weights: str = "auto", fit_seconds: float | None = FIT_SECONDS,
+               progress: bool | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write the bundle for `run_dir` at `out`; returns its manifest."""
-    out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise BeganError(f"{out} already exists",
-                         "pass --overwrite to replace it, or another --out")
+    """Write the bundle for `run_dir` at `out`; returns its manifest.
+
+    fp16: None writes the half-precision graphs only when exporting on CUDA (the
+    machine a GPU bundle is most likely for); True/False force it. fit_seconds: the
+    fit's time budget (None or 0: none, so only early stopping and fit_steps end it)."""
     if encoder not in ("fit", "d"):
         raise UsageError(f"unknown encoder {encoder!r}", "use fit or d")
+    if encoder == "fit" and fit_steps < 1:
+        raise UsageError("--fit-steps must be >= 1 for a fitted encoder")
     snap = load_run(run_dir, step, weights)
     cfg = snap.cfg
     kind = encoder
@@ -104,25 +118,48 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
         raise UsageError(f"D's encoder gives N_h = {cfg.model.h_dim} values, G takes N_z = "
                          f"{cfg.model.z_dim}", "use --encoder fit")
     dev = resolve_device(device)
+    if fp16 is None:
+        fp16 = dev.type == "cuda"
+    protected = {"run folder": snap.run_dir, "data folder": Path(cfg.data_dir)}
+    if data_dir:
+        protected["--data folder"] = Path(data_dir)
+    # SIGTERM unwinds like Ctrl-C (exit 143): the temp folder and the lock go with it
+    with sigterm_unwinds(), Destination(out, protected, overwrite,
+                                         _bundle_bytes(snap, fp16)) as dest:
+        return _export(snap, dest, kind, fit_steps, fit_seconds, dev, data_dir, fp16,
+                       progress, log)
+
+
+def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
+            fit_seconds: float | None, dev: torch.device, data_dir: str | None, fp16: bool,
+            progress: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
+    cfg = snap.cfg
     G, D = snap.G.to(dev), snap.D.to(dev)
     log(f"exporting {snap.checkpoint} (step {snap.step}, {snap.weights} weights of G) on "
         f"{dev}")
+    show = False if progress is False else None
 
-    real_fit, real_held = _real_images(snap, data_dir, log)
+    real_fit, real_held = _real_images(snap, data_dir, log, progress=show)
     if kind == "d":
         enc = init_from_d(cfg.model, D).to(dev).eval()
         info: dict[str, Any] = {"kind": "d", "about": "D's encoder, trained with the BEGAN-CS "
                                                       "latent constraint"}
     else:
-        if fit_steps < 1:
-            raise UsageError("--fit-steps must be >= 1 for a fitted encoder")
-        enc = fit_encoder(G, D, None if real_fit is None else real_fit.to(dev), fit_steps,
-                          seed=cfg.seed, log=log)
-        info = {"kind": "fit", "fit_steps": fit_steps, "about": "a copy of D's encoder trained "
-                "with G frozen on |Enc(G(z)) - z| + |G(Enc(x)) - x|"}
-    info["metrics"] = inversion_metrics(enc, G, real_held)
+        with progress_bar(fit_steps, "encoder fit", log=None, show=show) as advance:
+            enc, fit = fit_encoder(G, D, None if real_fit is None else real_fit.to(dev),
+                                   fit_steps, seed=cfg.seed, log=log,
+                                   max_seconds=fit_seconds or None, advance=advance)
+        info = {"kind": "fit", **fit, "about": "a copy of D's encoder trained with G frozen "
+                "on |Enc(G(z)) - z| + |G(Enc(x)) - x|, stopped early on a validation set"}
+    # Sized to the model: 1,024 generated and up to 512 held-out images up to 32x32,
+    # 128 and 128 from 64x64 up, where each G pass costs 4x or more (the standard
+    # error of these means stays well below the differences they are used to judge).
+    small = cfg.model.resolution <= 32
+    n_fake, n_real = (1024, 512) if small else (128, 128)
+    held = None if real_held is None else real_held[:n_real]
+    info["metrics"] = inversion_metrics(enc, G, held, n_fake=n_fake)
     if kind == "fit" and cfg.model.h_dim == cfg.model.z_dim:  # what D's own encoder would give
-        info["d_encoder_baseline"] = inversion_metrics(D.encoder, G, real_held)
+        info["d_encoder_baseline"] = inversion_metrics(D.encoder, G, held, n_fake=n_fake)
     m = info["metrics"]
     log(f"encoder ({kind}): |Enc(G(z)) - z| {m['z_l1']:.4f}, PSNR G(Enc(G(z))) "
         f"{m['psnr_fake']:.2f} dB" + (f", PSNR G(Enc(x)) on {m['n_real']} held-out real images "
@@ -138,19 +175,22 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
     G, D, enc = G.cpu(), D.cpu(), enc.cpu()
     core = _manifest_core(snap, info)
     core["inversion_reference"] = reference
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = dest.tmp
+    plan = [(graph, module, precision) for graph, module in graph_modules(G, D, enc).items()
+            for precision in (("fp32", "fp16") if fp16 and graph in FP16_GRAPHS else ("fp32",))]
+    files: dict[str, Any] = {}
     try:
-        tmp.mkdir(parents=True)
-        files: dict[str, Any] = {}
-        for graph, module in graph_modules(G, D, enc).items():
-            for precision in ("fp32", "fp16") if fp16 and graph in FP16_GRAPHS else ("fp32",):
+        with progress_bar(2 * len(plan), "graphs (export, parity)", log=log,
+                          show=show, every_s=20.0) as advance:
+            for graph, module, precision in plan:
                 name = graph_file(graph, precision)
                 path = tmp / name
                 half = precision == "fp16"
                 export_graph(module, graph, cfg.model, path,
                              metadata_props(core, graph, precision), half=half)
+                advance()
                 err = parity(module, graph, cfg.model, path, half=half)
+                advance()
                 if not half and not err <= FP32_TOLERANCE:
                     raise BeganError(f"{name} differs from PyTorch by {err:.2e} on "
                                      f"onnxruntime (limit {FP32_TOLERANCE:g})",
@@ -162,14 +202,8 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
                 log(f"  {name}: {path.stat().st_size / 1e6:.2f} MB, max |ort - torch| {err:.1e}")
         manifest = {**core, "files": files}
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        if out.exists():  # --overwrite: swap, so a reader sees the old or the new bundle
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except OSError as e:  # a disk that filled up or went read-only during the export
+        raise BeganError(f"cannot write the bundle in {tmp.parent} ({e.strerror or e})",
+                         "free some space, or choose a --out on another disk") from None
+    dest.commit()
     return manifest

@@ -50,6 +50,7 @@ def main() -> None:
     step = ["--step", str(args.step)] if args.step else []
     manifest = json.loads(began("export", str(args.run), "--out", str(out), "--no-fp16",
                                 "--overwrite", "--device", "cpu", "--encoder", args.encoder,
+                                "--fit-time", "0",  # no time budget: the same fit anywhere
                                 "--json", "-q", *step))
     model = ["--model", str(out), "--device", "cpu"]
     began("sample", "-n", "64", "--out", str(out / "samples.png"), "--overwrite", *model, "-q")

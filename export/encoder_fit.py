@@ -17,7 +17,9 @@ generated images, and PSNR of G(Enc(x)) on real images held out of the fit.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from typing import Callable
 
 import numpy as np
@@ -81,19 +83,61 @@ def init_from_d(cfg: ModelConfig, D: Discriminator) -> Encoder:
     return enc
 
 
+def fit_batch_size(cfg: ModelConfig) -> int:
+    """64 for the small models the fit was tuned on (n = 16, 32x32); smaller as the
+    cost of an image (~ n^2 R^2) grows, never under 16."""
+    return int(max(16, min(64, 64 * (16 * 32) ** 2 // (cfg.n * cfg.resolution) ** 2)))
+
+
+@torch.no_grad()
+def _validation_loss(enc: Encoder, G: Generator, val_z: torch.Tensor, val_fake: torch.Tensor,
+                     val_real: torch.Tensor | None, real_weight: float) -> float:
+    loss = (enc(val_fake) - val_z).abs().mean()
+    if val_real is not None and real_weight > 0:
+        loss = loss + real_weight * (G(enc(val_real).clamp(-1, 1)) - val_real).abs().mean()
+    return float(loss)
+
+
 def fit_encoder(G: Generator, D: Discriminator, real: torch.Tensor | None, steps: int,
-                batch_size: int = 64, lr: float = 2e-4, real_weight: float = 1.0,
+                batch_size: int | None = None, lr: float = 2e-4, real_weight: float = 1.0,
                 seed: int = 0, log: Callable[[str], None] = print,
-                log_every: int = 500) -> Encoder:
-    """Train an inversion encoder with G frozen; `real` is uint8 NHWC (any device)."""
+                eval_every: int = 25, patience: int = 4, min_delta: float = 0.005,
+                min_steps: int = 200,
+                max_seconds: float | None = None, n_val: int | None = None,
+                advance: Callable[[int], None] = lambda k: None) -> tuple[Encoder, dict]:
+    """Train an inversion encoder with G frozen; `real` is uint8 NHWC (any device).
+
+    Early stopping: every `eval_every` steps the fit's own objective is measured on a
+    fixed validation set (n_val generated images, and up to n_val real images kept out
+    of the fit: never the export's held-out images, which judge the result); the fit
+    stops after `patience` checks without a relative gain of `min_delta` (not before
+    `min_steps`: the loss often sits on a plateau for the first ~100 steps), after
+    `steps` steps, or once `max_seconds` have passed, and returns the best weights
+    seen. Returns (encoder, a report for the manifest)."""
     dev = next(G.parameters()).device
     cfg = G.cfg
+    batch_size = batch_size or fit_batch_size(cfg)
+    n_val = n_val or (128 if cfg.resolution <= 32 else 64)
     torch.manual_seed(seed)
     enc = init_from_d(cfg, D).to(dev).train()
     for p in G.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.9, 0.999))
     g = torch.Generator(dev).manual_seed(seed)
+    val_g = torch.Generator().manual_seed(seed + 1)
+    val_z = (torch.rand(n_val, cfg.z_dim, generator=val_g) * 2 - 1).to(dev)
+    with torch.no_grad():
+        val_fake = torch.cat([G(val_z[i:i + 64]) for i in range(0, n_val, 64)])
+    val_real = None
+    if real is not None and real_weight > 0 and len(real) >= 20:
+        keep = min(n_val, len(real) // 10)
+        perm = torch.randperm(len(real), generator=val_g)
+        val_real = to_float(real[perm[:keep].to(real.device)].to(dev))
+        real = real[perm[keep:].sort().values.to(real.device)]
+    opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.9, 0.999))
+    best = _validation_loss(enc.eval(), G, val_z, val_fake, val_real, real_weight)
+    enc.train()
+    best_state, best_step, since, step, why = copy.deepcopy(enc.state_dict()), 0, 0, 0, "max steps"
+    start = time.monotonic()
     for step in range(1, steps + 1):
         z = torch.rand(batch_size, cfg.z_dim, generator=g, device=dev) * 2 - 1
         with torch.no_grad():
@@ -107,12 +151,33 @@ def fit_encoder(G: Generator, D: Discriminator, real: torch.Tensor | None, steps
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % log_every == 0 or step == steps:  # the only host syncs of the fit
-            values = {name: t.item() for name, t in terms.items()}
-            if not all(math.isfinite(v) for v in values.values()):
-                raise FloatingPointError(f"the encoder fit diverged at step {step}: {values}")
-            log(f"encoder fit {step}/{steps}: "
-                + ", ".join(f"{name} {v:.4f}" for name, v in values.items()))
+        advance(1)
+        out_of_time = max_seconds is not None and time.monotonic() - start >= max_seconds
+        if step % eval_every and step != steps and not out_of_time:
+            continue
+        # the only host syncs of the fit
+        values = {name: t.item() for name, t in terms.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"the encoder fit diverged at step {step}: {values}")
+        val = _validation_loss(enc.eval(), G, val_z, val_fake, val_real, real_weight)
+        enc.train()
+        if val < best * (1 - min_delta):
+            best, best_state, best_step, since = val, copy.deepcopy(enc.state_dict()), step, 0
+        else:
+            since += 1
+        log(f"encoder fit {step}/{steps}: "
+            + ", ".join(f"{name} {v:.4f}" for name, v in values.items())
+            + f", validation {val:.4f} (best {best:.4f} at step {best_step})")
+        if since >= patience and step >= min_steps:  # not on the plateau fits start with
+            why = "converged"
+            break
+        if out_of_time:
+            why = "time"
+            break
     for p in G.parameters():
         p.requires_grad_(True)
-    return enc.eval()
+    enc.load_state_dict(best_state)
+    report = {"fit_steps": step, "best_step": best_step, "stopped": why,
+              "batch_size": batch_size, "validation_loss": best,
+              "seconds": round(time.monotonic() - start, 1)}
+    return enc.eval(), report

@@ -8,6 +8,7 @@ here (not moved aside, not skipped silently).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,17 +35,78 @@ class RunSnapshot:
     weights: str = "raw"  # which G: "raw" or "ema" (the moving average of its weights)
 
 
+_RESTORE = ("restore it, or move it out of the run folder: the export then leaves "
+            "what it records out of the manifest")
+
+
+def _number(v: Any) -> float | int | None:
+    """A finite number from a run's JSON file, else None (strict JSON has no NaN)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return v if ok else None
+
+
+def _read_text(path: Path) -> str | None:
+    """A run file's text, None if absent; a damaged one is an error, not a guess."""
+    if not path.exists():
+        return None
+    try:
+        if not path.is_file():
+            raise IsADirectoryError(21, "not a regular file")
+        if path.stat().st_size > 256 << 20:
+            raise ValueError("larger than 256 MB")
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:
+        raise BeganError(f"cannot read {path} ({getattr(e, 'strerror', None) or e})",
+                         _RESTORE) from None
+
+
 def _last_stats(path: Path, step: int) -> dict[str, Any] | None:
+    """The last stats.jsonl row at or before `step`, its figures finite numbers or None.
+    A torn last line (a crash while appending) is skipped; other damage is an error."""
+    text = _read_text(path)
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
     row = None
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("step", step + 1) <= step:
-                row = r
+    for i, line in enumerate(lines, 1):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            if i == len(lines):
+                break
+            raise BeganError(f"{path} line {i} is not JSON", _RESTORE) from None
+        if not isinstance(r, dict) or _number(r.get("step")) is None:
+            raise BeganError(f"{path} line {i} is not a stats row (no step number)",
+                             _RESTORE)
+        if r["step"] <= step:
+            row = {k: _number(v) for k, v in r.items()}
     return row
+
+
+def _data_summary(path: Path) -> dict[str, Any] | None:
+    """data.json's counts (the manifest's data summary), checked."""
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise BeganError(f"{path} is not valid JSON ({e})", _RESTORE) from None
+    if not isinstance(data, dict):
+        raise BeganError(f"{path} is not a data summary (a JSON object)", _RESTORE)
+    return {k: _number(data.get(k)) for k in ("count", "n_skipped")}
+
+
+def _check_config_json(run_dir: Path) -> None:
+    """The checkpoint's config is the one used; config.json must still be readable JSON,
+    since a damaged one says the run folder itself is damaged."""
+    path = run_dir / "config.json"
+    try:
+        ok = isinstance(json.loads(_read_text(path) or ""), dict)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise BeganError(f"{path} is damaged (not a JSON object)",
+                         "restore it from a backup, or resume the run with the same "
+                         "`began train` command, which rewrites it")
 
 
 WEIGHTS = ("auto", "ema", "raw")
@@ -109,6 +171,7 @@ def load_run(run_dir: str | Path, step: int | str | None = None,
     if not (run_dir / "config.json").is_file():
         raise BeganError(f"{run_dir} is not a training run (no config.json)",
                          "pass the --out folder of a `began train` run")
+    _check_config_json(run_dir)
     path = resolve_checkpoint(run_dir, step)
     try:
         tensors, state = load_checkpoint(path)
@@ -130,8 +193,7 @@ def load_run(run_dir: str | Path, step: int | str | None = None,
         carry = max(0.0, 1.0 - step / cfg.residual_steps)
         G.set_carry(carry)
         D.set_carry(carry)
-    data_json = run_dir / "data.json"
-    data = json.loads(data_json.read_text()) if data_json.exists() else None
+    data = _data_summary(run_dir / "data.json")
     return RunSnapshot(run_dir=run_dir, checkpoint=path, step=step, cfg=cfg, G=G.eval(),
                        D=D.eval(), k=float(tensors["ctl.k"]),
                        stats=_last_stats(run_dir / "stats.jsonl", step), data=data,

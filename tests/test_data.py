@@ -521,3 +521,54 @@ def test_real_emoji_folder(tmp_path):
     corners = np.asarray(s.images)[:, 0, 0].astype(int)
     assert np.abs(corners - [16, 160, 255]).max() <= 2
     assert (corners == [16, 160, 255]).all(axis=1).mean() > 0.8
+
+
+# --- the cache folder, and progress off a terminal (issues #11, #13) ---
+
+def test_unwritable_cache_folder_is_its_own_error(tmp_path):
+    from began.errors import BeganError
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    solid(root / "a.png", (255, 0, 0))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a cache folder that cannot be created (a file is in the way)
+    with pytest.raises(BeganError) as e:
+        load_image_folder(root, Preprocess(8), cache_dir=blocker / "cache", progress=False)
+    assert e.value.message.startswith(f"cannot write the image cache in {blocker / 'cache'}")
+    assert "BEGAN_CACHE_DIR" in e.value.hint
+
+
+def test_stale_cache_temp_files_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "imgs"
+    root.mkdir()
+    solid(root / "a.png", (255, 0, 0))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = "ab" * 32
+    stale = cache / f".{key}.u8.{dead.pid}-0.tmp"
+    live = cache / f".{key}.u8.{os.getpid()}-7.tmp"  # a live writer's: left alone
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    load_image_folder(root, Preprocess(8), cache_dir=cache, progress=False)
+    assert not stale.exists() and live.exists()
+
+
+def test_progress_off_a_terminal_is_plain_lines_with_an_eta(capsys):
+    from began.progress import progress
+
+    lines: list[str] = []
+    with progress(4, "decoding x", log=lines.append, every_s=0.0) as advance:
+        for _ in range(4):
+            advance()
+    assert lines[0] == "decoding x 1/4, ETA 0:00" and len(lines) == 4
+    assert lines[-1].startswith("decoding x 4/4, done in ")
+    with progress(4, "quiet", log=lines.append, show=False, every_s=3600) as advance:
+        advance(4)
+    assert len(lines) == 4  # nothing new within every_s, and no closing line then
+    assert capsys.readouterr().err == ""  # no bar: stderr is not a terminal here

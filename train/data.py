@@ -344,7 +344,7 @@ class Terminated(SystemExit):
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds():
+def sigterm_unwinds():
     """Turn SIGTERM into an exception while we hold workers and a temp file, if no
     one else handles it (the training loop installs its own handler later)."""
     if (threading.current_thread() is not threading.main_thread()
@@ -388,7 +388,7 @@ def _build(root: Path, candidates: list[_Candidate], pre: Preprocess, cache_dir:
         remove_stale(cache_dir, r"\.[0-9a-f]{64}\.(u8|json)\.(?P<pid>\d+)-\d+\.tmp")
         # closing() shuts the worker pool down even when we leave early
         with (
-            _sigterm_unwinds(),
+            sigterm_unwinds(),
             atomic_path(data_path) as tmp,
             open(tmp, "wb") as out,
             progress_bar(len(candidates), f"decoding {root.name or root}",

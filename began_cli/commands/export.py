@@ -25,14 +25,19 @@ def export(
                                      "(best measured, BEGAN-CS runs included), or D's own (only "
                                      "meaningful for runs trained with --cs-alpha)."),
     fit_steps: int = typer.Option(2000, min=1, metavar="N",
-                                  help="Steps of the encoder fit (batch 64)."),
+                                  help="Most steps of the encoder fit; it stops earlier when "
+                                       "its validation loss stops improving."),
+    fit_time: float = typer.Option(40.0, min=0, metavar="SECONDS",
+                                   help="Time budget of the encoder fit (0: none; the fit "
+                                        "then ends only by early stopping or --fit-steps)."),
     data: Optional[Path] = typer.Option(None, metavar="DIR",
                                         help="Training images for the encoder fit and its "
                                              "held-out PSNR \\[default: the run's data folder]."),
     device: str = typer.Option("auto", envvar="BEGAN_DEVICE", metavar="auto|cpu|cuda[:N]",
                                help="Where to fit the encoder."),
-    fp16: bool = typer.Option(True, "--fp16/--no-fp16",
-                              help="Also write half-precision graphs for the GPU."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", show_default=False,
+                                        help="Also write half-precision graphs for the GPU "
+                                             "\\[default: only when exporting on CUDA]."),
     weights: str = typer.Option("auto", metavar="auto|ema|raw",
                                 help="G's weights: ema (their moving average, kept when "
                                      "trained with --ema-decay), raw, or auto (ema when kept); "
@@ -58,7 +63,8 @@ def export(
     manifest = export_run(run_dir, out, step=parse_step(step), encoder=encoder,
                           fit_steps=fit_steps,
                           device=device, data_dir=None if data is None else str(data),
-                          fp16=fp16, overwrite=overwrite, weights=weights, log=log)
+                          fp16=fp16, overwrite=overwrite, weights=weights,
+                          fit_seconds=fit_time, progress=False if quiet else None, log=log)
     size = sum(f["bytes"] for f in manifest["files"].values())
     log(f"wrote {out}: {len(manifest['files'])} graphs, {size / 1e6:.1f} MB, "
         f"step {manifest['training']['step']}")

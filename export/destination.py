@@ -1,0 +1,214 @@
+"""Where `began export` writes: checked before the long work, locked while it runs,
+swapped in at the end only over what was checked.
+
+- `--out` may not be, lie inside, or contain the run folder or the data folder.
+- An existing `--out` is replaced only with `overwrite` and only if it is a began
+  bundle (its manifest says so); an empty folder counts as nothing. Anything else
+  is refused (exit 2): the command never deletes what it did not create.
+- One export per `--out` at a time: an OS lock (flock) on `.NAME.lock` beside it,
+  released by the kernel if the process dies; a second export fails at once.
+- The bundle is built in `.NAME.partial-PID/` beside `--out` (made at the start, so
+  an unwritable or full disk is found before the encoder fit); the final renames
+  refuse to replace anything (RENAME_NOREPLACE) and the old bundle is moved aside
+  only if it is still the folder that was checked.
+- Temp folders of killed exports (`.NAME.partial-PID/`, `.NAME.old-PID/`) whose
+  process is gone are removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from began.bundle import FORMAT, MANIFEST
+from began.errors import BeganError, UsageError
+from began.stale import remove_stale
+
+
+def _noreplace_rename(src: Path, dst: Path) -> None:
+    """rename(2) that fails with FileExistsError if dst exists (Linux renameat2)."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is not None:
+        at_fdcwd, rename_noreplace = -100, 1
+        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):  # else: no kernel/fs support, below
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):  # fallback: only an empty folder created since could be lost
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def is_bundle(path: Path) -> bool:
+    """A folder whose manifest.json (a regular file, of sane size) says it is a began bundle."""
+    manifest = path / MANIFEST
+    try:
+        if path.is_symlink() or not path.is_dir() or manifest.is_symlink() \
+                or not manifest.is_file() or manifest.stat().st_size > 16 << 20:
+            return False
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def _relation(out: Path, other: Path) -> str | None:
+    if out == other:
+        return "is"
+    if other in out.parents:
+        return "is inside"
+    if out in other.parents:
+        return "contains"
+    return None
+
+
+class Destination:
+    """Context manager: checks, locks, and owns the temp folder; `commit()` swaps it in."""
+
+    def __init__(self, out: str | Path, protected: dict[str, Path], overwrite: bool,
+                 need_bytes: int = 0):
+        self.out = Path(os.path.abspath(out))
+        self.protected, self.overwrite, self.need_bytes = protected, overwrite, need_bytes
+        self.parent, self.name = self.out.parent, self.out.name
+        self.tmp = self.parent / f".{self.name}.partial-{os.getpid()}"
+        self._lock_fd: int | None = None
+        self._checked: tuple[int, int] | None = None  # identity of what may be replaced
+        self._was_empty = False
+
+    # -- checks -------------------------------------------------------------
+    def _check_place(self) -> None:
+        real = Path(os.path.realpath(self.out))
+        for what, folder in self.protected.items():
+            rel = _relation(real, Path(os.path.realpath(folder)))
+            if rel:
+                raise UsageError(f"--out {self.out} {rel} the {what} {folder}",
+                                 "write the bundle outside the run and data folders, "
+                                 "e.g. --out models/NAME")
+        if self.out.is_symlink():
+            raise UsageError(f"--out {self.out} is a symbolic link",
+                             "name the folder itself, or another --out")
+
+    def _check_existing(self) -> None:
+        out = self.out
+        if not os.path.lexists(out):
+            return
+        if out.is_dir() and not any(out.iterdir()):
+            self._was_empty = True
+            self._checked = _identity(out)
+            return
+        if not is_bundle(out):
+            if self.overwrite:
+                raise UsageError(f"{out} is not a began bundle, so --overwrite will not "
+                                 "replace it", "choose another --out (or remove it yourself "
+                                 "if it really is disposable)")
+            raise UsageError(f"{out} already exists", "choose another --out")
+        if not self.overwrite:
+            raise UsageError(f"{out} already exists (a began bundle)",
+                             "pass --overwrite to replace it, or choose another --out")
+        self._checked = _identity(out)
+
+    def _lock(self) -> None:
+        path = self.parent / f".{self.name}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise BeganError(f"another began export is writing {self.out} (pid {holder})",
+                                 "wait for it to finish, or choose another --out") from None
+            try:  # the holder before us may have unlinked the file: lock the live one
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd, self._lock_path = fd, path
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            Path(self._lock_path).unlink(missing_ok=True)  # while still held: see _lock
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Destination":
+        self._check_place()
+        try:
+            self.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as e:
+            raise BeganError(f"cannot write in {self.parent} ({e.strerror or e})",
+                             "choose a --out on a disk you can write to") from None
+        try:
+            self._check_existing()
+            remove_stale(self.parent,
+                         rf"\.{re.escape(self.name)}\.(partial|old)-(?P<pid>\d+)")
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            try:
+                self.tmp.mkdir()
+                (self.tmp / ".probe").write_bytes(b"0" * 4096)
+                (self.tmp / ".probe").unlink()
+            except OSError as e:
+                raise BeganError(f"cannot write in {self.parent} ({e.strerror or e})",
+                                 "choose a --out on a disk you can write to, with room "
+                                 "for the bundle") from None
+            free = shutil.disk_usage(self.parent).free
+            if free < self.need_bytes:
+                raise BeganError(f"not enough space in {self.parent}: the bundle needs about "
+                                 f"{self.need_bytes / 1e6:.0f} MB, {free / 1e6:.0f} MB are free",
+                                 "free some space, or choose a --out on another disk")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._unlock()
+
+    # -- the swap -----------------------------------------------------------
+    def commit(self) -> None:
+        out = self.out
+        try:
+            if self._checked is None or self._was_empty:
+                if self._was_empty:  # the empty folder we saw: rmdir refuses if it filled up
+                    if not out.is_dir() or _identity(out) != self._checked:
+                        raise FileExistsError
+                    out.rmdir()
+                _noreplace_rename(self.tmp, out)
+                return
+            old = self.parent / f".{self.name}.old-{os.getpid()}"
+            _noreplace_rename(out, old)
+            if _identity(old) != self._checked or not is_bundle(old):
+                _noreplace_rename(old, out)  # not what we checked: put it back untouched
+                raise FileExistsError
+            try:
+                _noreplace_rename(self.tmp, out)
+            except BaseException:
+                _noreplace_rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        except (FileExistsError, FileNotFoundError, OSError) as e:
+            if isinstance(e, (FileExistsError, FileNotFoundError)) or e.errno in (
+                    errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise BeganError(f"{out} changed while the bundle was being built; it was "
+                                 "left as it is and the new bundle discarded",
+                                 "export again to another --out") from None
+            raise BeganError(f"cannot write the bundle at {out} ({e.strerror or e})",
+                             "choose a --out on a disk you can write to") from None
