@@ -29,9 +29,9 @@ from began.train import metrics
 from began.train.data import NoImagesError, default_cache_dir, load_image_folder
 from began.train.inception import NETWORK_FILE, NETWORK_PACKAGE, PREPROCESS, Inception
 
-# Inception features cost 0.1-0.4 s per image on a 2-core CPU (bench/quality/eval_speed.py):
-# 2,000 samples and 2,000 reference images is ~10-20 minutes there the first time. A GPU does
-# the standard 10,000 samples in well under a minute.
+# Inception features cost about 0.2 CPU-seconds per image (bench/quality/README.md): 2,000
+# samples against 2,000 reference images is ~13 CPU-minutes the first time, half that once the
+# reference features are cached. On CUDA the default is the usual 10,000.
 DEFAULT_N = {"cpu": 2000, "cuda": 10000}
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000

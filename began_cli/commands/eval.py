@@ -47,31 +47,31 @@ def _source(source: Optional[Path], model: Optional[Path], step):
 def eval_(
     source: Optional[Path] = typer.Argument(
         None, metavar="SOURCE", show_default=False,
-        help="A run folder, a model folder or a folder of images (default: --model)."),
+        help="A run folder, a model folder or a folder of images \\[default: --model]."),
     ref: Path = typer.Option(..., "--ref", metavar="DIR",
                              help="Real images to compare with (searched recursively), "
                                   "decoded exactly as training decodes them."),
     model: ModelOpt = None,
     step: Optional[str] = typer.Option(None, "--step", metavar="N|best", show_default=False,
-                                       help="Runs: the checkpoint (default: the newest)."),
+                                       help="Runs: the checkpoint \\[default: the newest]."),
     n: Optional[int] = typer.Option(
         None, "-n", "--num", min=2, metavar="N", show_default=False,
-        help="Samples (seeds S..S+N-1; for a folder, a fixed random subset) (default: 10000 "
-             "on CUDA; 2000 on the CPU, where Inception costs 0.1-0.4 s per image)."),
+        help="Samples (seeds S..S+N-1; for a folder, a fixed random subset) \\[default: 10000 "
+             "on CUDA; 2000 on the CPU, where Inception costs about 0.2 CPU-s per image]."),
     ref_n: Optional[int] = typer.Option(
         None, "--ref-n", min=2, metavar="M", show_default=False,
         help="Reference images used at most (a fixed random subset, whose features are cached) "
-             "(default: all on CUDA, 2000 on the CPU)."),
+             "\\[default: all on CUDA, 2000 on the CPU]."),
     seed: int = typer.Option(0, "--seed", min=0, metavar="S", help="First seed."),
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", min=1, metavar="B", show_default=False,
-        help="Images per Inception call (default: 200 on CUDA, 32 on the CPU)."),
+        help="Images per Inception call \\[default: 200 on CUDA, 32 on the CPU]."),
     device: str = typer.Option("auto", "--device", envvar="BEGAN_DEVICE",
                                metavar="auto|cpu|cuda[:N]",
                                help="Where the samples and the features are computed."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", min=8, metavar="R", show_default=False,
-        help="Folders only: the side both folders are decoded to (default: 64)."),
+        help="Folders only: the side both folders are decoded to \\[default: 64]."),
     pairs: int = typer.Option(1000, "--pairs", min=1, metavar="P",
                               help="Random pairs for each mean MS-SSIM (samples, real images)."),
     write_card: bool = typer.Option(False, "--write-card",
