@@ -1,6 +1,7 @@
 """Data-parallel training on the CPU (gloo): two ranks stay identical and match one
 process on the same global batch; checkpoints move between DDP and one process."""
 
+import importlib.util
 import multiprocessing as mp
 import os
 import shutil
@@ -80,8 +81,12 @@ def test_ranks_end_identical(ddp_run):
 
 def test_only_rank_zero_writes(ddp_run):
     out, _ = ddp_run
+    # The lock is rank 0's (one writer per folder); TensorBoard events when it is installed.
+    board = ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoints", "config.json", "data.json", "samples", "stats.jsonl"]
+        ".began-train.lock", "checkpoints", "config.json", "data.json", "samples",
+        "stats.jsonl", *board]
+    assert len(list((out / "tensorboard").iterdir()) if board else []) == len(board)
     assert [r.split('"step": ')[1].split(",")[0]
             for r in (out / "stats.jsonl").read_text().splitlines()] == ["3", "6", "9", "12"]
 

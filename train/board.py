@@ -21,6 +21,7 @@ SKIP = {"step", "epoch", "steps_averaged"}  # bookkeeping, not curves
 
 class Board:
     def __init__(self, folder: Path, resume_step: int | None):
+        """`resume_step`: events at this step and later are purged when the writer opens."""
         self.folder, self.resume_step = folder, resume_step
         self._writer: Any = None
         self._available: bool | None = None  # unknown until the first write

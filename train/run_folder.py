@@ -211,7 +211,7 @@ class RunFolder:
 
     def truncate_stats(self, step: int) -> None:
         """Forget what was logged after `step` (resuming from there)."""
-        self.board.resume_step = step
+        self.board.resume_step = step + 1  # TensorBoard drops events from this step on
         if self.d.is_main:
             truncate_stats(self.stats_path, step)
 

@@ -1,8 +1,8 @@
 """How many CPU threads torch may use while training.
 
 torch's default (one thread per core) collapses on a shared machine: measured on
-a 2-core CPU under load from other jobs, the smoke preset ran several times slower
-with 2 threads than with 1, with identical losses (bench/train_threads.py,
+a 2-core CPU under load from other jobs, the smoke preset trained at 26.8 images/s
+with 1 thread and 0.9 with torch's default of 2 (bench/train_threads.py,
 bench/README.md). So the default leaves half the cores to everything else:
 
     --threads N        if given (0: torch's own default, one per core)
