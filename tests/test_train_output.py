@@ -124,9 +124,9 @@ def test_bar_advances_every_step_and_shows_the_last_row():
             assert rep._bar.tasks[0].completed == step  # the count moves with every step
         assert rep._bar.tasks[0].fields["live"] == ""  # no values before a log row
         rep.update(10, {**ROW, "div_pixel": 0.8, "div_latent": 0.6})
-        assert rep._bar.tasks[0].fields["live"] == "k 0.0100  M 0.5200  div 0.60"
+        assert rep._bar.tasks[0].fields["live"] == "k 0.0100  M 0.5200  div 0.6"
         rep.update(20, {**ROW, "step": 20, "k": 0.02})  # no evaluation: the last one stays
-        assert rep._bar.tasks[0].fields["live"] == "k 0.0200  M 0.5200  div 0.60"
+        assert rep._bar.tasks[0].fields["live"] == "k 0.0200  M 0.5200  div 0.6"
 
 
 def test_plain_lines_carry_an_eta():
@@ -145,3 +145,4 @@ def test_quality_text():
     assert quality_text(ROW) == ""
     assert quality_text({"div_pixel": 0.91, "div_latent": 0.42, "kid": 3.14}) == \
         "div 0.42  KID 3.1"
+    assert quality_text({"div_pixel": 0.02, "div_latent": 0.00472}) == "div 0.0047"

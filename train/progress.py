@@ -94,7 +94,7 @@ def quality_text(row: dict[str, Any]) -> str:
     """The quality signal of an evaluation row (train/quality.py), '' for other rows."""
     parts = []
     if "div_pixel" in row and "div_latent" in row:
-        parts.append(f"div {min(row['div_pixel'], row['div_latent']):.2f}")
+        parts.append(f"div {min(row['div_pixel'], row['div_latent']):.2g}")  # 0.83, 0.0047
     if "kid" in row:
         parts.append(f"KID {row['kid']:.1f}")
     return "  ".join(parts)
