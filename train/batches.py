@@ -67,6 +67,8 @@ class Batches:
         the flips are drawn for the whole batch either way, so the streams agree."""
         idx = self._next_indices()[part]
         if self.data is not None:
+            if self.device.type == "cuda":  # a plain H2D copy would sync the host every step
+                idx = idx.pin_memory().to(self.device, non_blocking=True)
             u8 = self.data[idx.to(self.device)]
         else:
             rows = torch.from_numpy(np.take(self.images, idx.numpy(), axis=0))
