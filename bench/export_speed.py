@@ -25,7 +25,7 @@ from began.app import run
 PHASES = {  # exporter function -> phase name
     "load_run": "read run", "_real_images": "decode data", "fit_encoder": "encoder fit",
     "inversion_metrics": "encoder figures", "export_graph": "graph export",
-    "parity": "parity checks",
+    "parity": "parity checks", "inversion_reference": "inversion reference",
 }
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = a.out or Path(tmp) / "bundle"
         t0 = time.perf_counter()
-        code = run(["export", str(a.run_dir), "--out", str(out), "--json", "-q", *extra])
+        code = run(["export", str(a.run_dir), "--out", str(out), "-q", *extra])
         total = time.perf_counter() - t0
         if code != 0:
             sys.exit(code)

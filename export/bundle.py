@@ -157,9 +157,11 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
     small = cfg.model.resolution <= 32
     n_fake, n_real = (1024, 512) if small else (128, 128)
     held = None if real_held is None else real_held[:n_real]
-    info["metrics"] = inversion_metrics(enc, G, held, n_fake=n_fake)
+    fakes: dict = {}  # G(z) once for both encoders
+    info["metrics"] = inversion_metrics(enc, G, held, n_fake=n_fake, fakes=fakes)
     if kind == "fit" and cfg.model.h_dim == cfg.model.z_dim:  # what D's own encoder would give
-        info["d_encoder_baseline"] = inversion_metrics(D.encoder, G, held, n_fake=n_fake)
+        info["d_encoder_baseline"] = inversion_metrics(D.encoder, G, held, n_fake=n_fake,
+                                                       fakes=fakes)
     m = info["metrics"]
     log(f"encoder ({kind}): |Enc(G(z)) - z| {m['z_l1']:.4f}, PSNR G(Enc(G(z))) "
         f"{m['psnr_fake']:.2f} dB" + (f", PSNR G(Enc(x)) on {m['n_real']} held-out real images "

@@ -50,15 +50,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def inversion_metrics(encode: Callable[[torch.Tensor], torch.Tensor], G: Generator,
                       real: torch.Tensor | None, n_fake: int = 1024, seed: int = 1,
-                      batch: int = 256) -> dict[str, float]:
+                      batch: int = 256, fakes: dict | None = None) -> dict[str, float]:
     """z_l1: mean |clip(Enc(G(z))) - z| (guessing z = 0 scores 0.5);
-    psnr_fake: G(Enc(G(z))) vs G(z); psnr_real: G(Enc(x)) vs x (held-out x)."""
+    psnr_fake: G(Enc(G(z))) vs G(z); psnr_real: G(Enc(x)) vs x (held-out x).
+    `fakes`: a dict shared between calls that measure several encoders on the same
+    G, so that the (z, G(z)) batches are computed once."""
     dev = next(G.parameters()).device
     g = torch.Generator().manual_seed(seed)
     z_err, p_fake, p_real = [], [], []
+    fakes = {} if fakes is None else fakes
     for i in range(0, n_fake, batch):
         z = (torch.rand(min(batch, n_fake - i), G.cfg.z_dim, generator=g) * 2 - 1).to(dev)
-        x = G(z)
+        key = (seed, i, len(z))
+        if key not in fakes:
+            fakes[key] = G(z)
+        x = fakes[key]
         zh = encode(x).clamp(-1, 1)
         z_err.append((zh - z).abs().mean(1))
         p_fake.append(psnr(G(zh), x))
@@ -117,7 +123,8 @@ def fit_encoder(G: Generator, D: Discriminator, real: torch.Tensor | None, steps
     dev = next(G.parameters()).device
     cfg = G.cfg
     batch_size = batch_size or fit_batch_size(cfg)
-    n_val = n_val or (128 if cfg.resolution <= 32 else 64)
+    n_val = n_val or (128 if cfg.resolution <= 32 else 32)
+    start = time.monotonic()  # the budget covers the validation set's cost too
     torch.manual_seed(seed)
     enc = init_from_d(cfg, D).to(dev).train()
     for p in G.parameters():
@@ -137,7 +144,6 @@ def fit_encoder(G: Generator, D: Discriminator, real: torch.Tensor | None, steps
     best = _validation_loss(enc.eval(), G, val_z, val_fake, val_real, real_weight)
     enc.train()
     best_state, best_step, since, step, why = copy.deepcopy(enc.state_dict()), 0, 0, 0, "max steps"
-    start = time.monotonic()
     for step in range(1, steps + 1):
         z = torch.rand(batch_size, cfg.z_dim, generator=g, device=dev) * 2 - 1
         with torch.no_grad():
