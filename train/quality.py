@@ -140,14 +140,12 @@ class QualityTracker:
     def __init__(self, cfg: TrainConfig, images: np.ndarray, device: torch.device,
                  kid: Callable[[torch.Tensor], float] | None = None, by_kid: bool = False):
         self.cfg, self.device, self.kid = cfg, device, kid
-        self.every = eval_interval(cfg)
         self.warmup = warmup_steps(cfg)
         self.threshold = cfg.collapse_threshold
         n = min(cfg.eval_samples, len(images))
         self.z = (torch.rand(n, cfg.model.z_dim, generator=torch.Generator().manual_seed(
             cfg.seed + 4)) * 2 - 1).to(device)
-        # Evenly spread over the (sorted) files plus a seeded shuffle would be as good; a
-        # seeded choice keeps classes mixed in any folder layout.
+        # A seeded random choice (not the first files): classes mix in any folder layout.
         pick = np.sort(np.random.default_rng(cfg.seed + 5).choice(len(images), n, replace=False))
         u8 = torch.from_numpy(np.ascontiguousarray(images[pick]))
         self.reals = u8.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
@@ -162,13 +160,6 @@ class QualityTracker:
         if self.state.best_by != self.best_by:
             self.state = QualityState(collapse_step=self.state.collapse_step,
                                       live_step=self.state.live_step, best_by=self.best_by)
-
-    @property
-    def enabled(self) -> bool:
-        return self.every > 0
-
-    def due(self, step: int) -> bool:
-        return self.enabled and step % self.every == 0
 
     @torch.no_grad()
     def measure(self, G: nn.Module, D: nn.Module) -> dict[str, float]:
