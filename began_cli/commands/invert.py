@@ -82,7 +82,8 @@ def invert(
     overwrite: OverwriteOpt = False,
     skip_existing: SkipOpt = False,
 ) -> None:
-    """Find z for images with the model's encoder (and optional refinement)."""
+    """Find z for images with the model's encoder (and optional refinement); warn about
+    images the model cannot draw."""
     o = Out(as_json, quiet)
     check_resample(resample)
     sources = collect(inputs)
