@@ -82,8 +82,7 @@ def invert(
     overwrite: OverwriteOpt = False,
     skip_existing: SkipOpt = False,
 ) -> None:
-    """Find z for images with the model's encoder (and optional refinement); warn about
-    images the model cannot draw."""
+    """Find z for images (encoder, optional refinement); warn if the model cannot draw one."""
     o = Out(as_json, quiet)
     check_resample(resample)
     sources = collect(inputs)
