@@ -14,6 +14,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from .stale import pid_alive
+
 
 _counter = itertools.count()
 
@@ -22,20 +24,8 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}.tmp")
 
 
-# _temp_name's pattern: only names of this form are ever removed as stale.
-TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})-[0-9]{1,20}\.tmp")
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):  # someone's live process; or unsure
-        return True
-    return True
+# _temp_name's pattern (Linux pids have at most 7 digits): only such names are removed.
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,7})-[0-9]{1,20}\.tmp")
 
 
 def remove_stale_temps(folder: str | Path) -> int:

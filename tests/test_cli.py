@@ -892,7 +892,7 @@ def test_stale_temp_files_of_killed_runs_are_removed(capsys, tiny_bundle, tmp_pa
     stale = [f".seed000001.png.{dead}-0.tmp", f".notes.txt.{dead}-12.tmp"]
     kept = [f".seed000002.png.{alive}-0.tmp",  # a live writer's
             ".seed000003.png.tmp", f"seed.{dead}-1.tmp", f".x.{dead}-1.tmp.bak",
-            f".y.{dead}-a.tmp", "notes.txt"]
+            f".y.{dead}-a.tmp", ".z.999999999999-1.tmp", "notes.txt"]
     for name in stale + kept:
         (d / name).write_text("x")
     (d / f".adir.{dead}-0.tmp").mkdir()  # a folder is never removed as a temp file
