@@ -89,6 +89,25 @@ def init_from_d(cfg: ModelConfig, D: Discriminator) -> Encoder:
     return enc
 
 
+@torch.no_grad()
+def linear_readout(enc: Encoder, G: Generator, n: int, seed: int, ridge: float = 1e-3) -> None:
+    """Fold into enc.fc the least-squares linear map from its outputs to z, measured on n
+    fresh G(z): D's latent is not G's, but much of z is linearly readable from it, and
+    this closed form costs n forward passes where gradient steps cost many more."""
+    dev = next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.rand(n, G.cfg.z_dim, generator=g) * 2 - 1).to(dev)
+    h = torch.cat([enc(G(z[i:i + 64])) for i in range(0, n, 64)]).double()
+    x = torch.cat([h, torch.ones(n, 1, dtype=h.dtype, device=dev)], 1)
+    gram = x.T @ x
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=h.dtype, device=dev)
+    w = torch.linalg.solve(gram, x.T @ z.double())  # (out + 1, z_dim)
+    a, b = w[:-1].T, w[-1]
+    fc = enc.fc
+    fc.bias.copy_((a @ fc.bias.double() + b).to(fc.bias.dtype))
+    fc.weight.copy_((a @ fc.weight.double()).to(fc.weight.dtype))
+
+
 def fit_batch_size(cfg: ModelConfig) -> int:
     """64 for the small models the fit was tuned on (n = 16, 32x32); smaller as the
     cost of an image (~ n^2 R^2) grows, never under 16."""
@@ -134,6 +153,7 @@ def fit_encoder(G: Generator, D: Discriminator, real: torch.Tensor | None, steps
     val_z = (torch.rand(n_val, cfg.z_dim, generator=val_g) * 2 - 1).to(dev)
     with torch.no_grad():
         val_fake = torch.cat([G(val_z[i:i + 64]) for i in range(0, n_val, 64)])
+    linear_readout(enc, G, n=max(2 * n_val, 4 * cfg.z_dim), seed=seed + 2)
     val_real = None
     if real is not None and real_weight > 0 and len(real) >= 20:
         keep = min(n_val, len(real) // 10)

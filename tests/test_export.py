@@ -495,3 +495,25 @@ def test_fit_batch_is_sized_to_the_model():
     assert fit_batch_size(ModelConfig(resolution=32, n=16, z_dim=16, h_dim=16)) == 64
     assert fit_batch_size(ModelConfig(resolution=64, n=64, z_dim=64, h_dim=64)) == 16
     assert fit_batch_size(ModelConfig(resolution=16, n=8, z_dim=8, h_dim=8)) == 64
+
+
+def test_linear_readout_is_the_least_squares_map_folded_into_fc():
+    from began.export.encoder_fit import init_from_d, linear_readout
+
+    torch.manual_seed(3)
+    G, D = build(ModelConfig(resolution=16, n=8, z_dim=8, h_dim=8))
+    G, D = G.eval(), D.eval()
+    enc = init_from_d(G.cfg, D).eval()
+    g = torch.Generator().manual_seed(7)
+    z = torch.rand(256, 8, generator=g) * 2 - 1
+    with torch.no_grad():
+        h = enc(G(z))
+        linear_readout(enc, G, n=256, seed=7)  # the same z: same generator
+        after = enc(G(z))
+    # equal to the ridge solution computed here, on the same samples
+    x = torch.cat([h.double(), torch.ones(256, 1, dtype=torch.float64)], 1)
+    gram = x.T @ x
+    gram += 1e-3 * gram.diagonal().mean() * torch.eye(9, dtype=torch.float64)
+    w = torch.linalg.solve(gram, x.T @ z.double())
+    assert torch.allclose(after.double(), x @ w, atol=1e-3)
+    assert ((after - z) ** 2).mean() < ((h - z) ** 2).mean()
