@@ -86,7 +86,7 @@ class TrainConfig(JsonConfig):
     eval_samples: int = opt(256, "generated and real images in each quality evaluation")
     eval_kid: str = opt("auto", "quality evaluations also compute KID (Inception features): "
                                 "auto (on CUDA only: slow on a CPU), on, off")
-    collapse_threshold: float = opt(0.3, "collapse when min(div_pixel, div_latent) falls "
+    collapse_threshold: float = opt(0.25, "collapse when min(div_pixel, div_latent) falls "
                                          "below this, once it has reached it or after 25% "
                                          "of --steps (1 = as varied as the data; fully "
                                          "collapsed runs read 0.0-0.15)")

@@ -45,7 +45,7 @@ from .hooks import Hook, HookContext
 from .rank0 import on_main
 
 # A fresh G draws near-constant images for its first ~1k steps (measured on Fashion-MNIST
-# 32x32: 0.01-0.07 up to step 750-933, then 0.32 at step 1000 and 0.38-0.45 up to step 2500
+# 32x32: 0.01-0.07 up to step 750-933, then 0.32 at step 1000 and 0.30-0.45 up to step 4500
 # in a run that learned), which would read as collapse. So evaluations are judged only once the signal has
 # first reached the threshold (the run took off), or from this fraction of --steps on
 # (a run that never takes off has collapsed too).
