@@ -34,6 +34,7 @@ from began.errors import BeganError, UsageError
 
 from . import augment, distributed
 from .config import TrainConfig
+from .data import sigterm_unwinds
 from .distributed import Dist
 from .fast_step import fast_or_reference
 from .hooks import HookContext, Hooks, make_hooks
@@ -90,7 +91,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     d, device = distributed.from_env(device)
     run = RunFolder(cfg, Path(run_dir), d)
     try:
-        return _train(cfg, run, device, progress, log, d)
+        # SIGTERM before the loop's own handler (decoding, building, resuming) unwinds
+        # through the cleanup below and exits 143, instead of killing the process mid-setup.
+        with sigterm_unwinds():
+            return _train(cfg, run, device, progress, log, d)
     except BaseException:
         run.discard_created()  # a failed start leaves no empty run folder behind
         raise
