@@ -156,7 +156,8 @@ def _cfg(**kw) -> TrainConfig:
 
 
 @pytest.mark.parametrize("option", [dict(alternating=True), dict(augment="translation"),
-                                    dict(instance_noise=0.1), dict(pullaway=0.1)],
+                                    dict(instance_noise=0.1), dict(pullaway=0.1),
+                                    dict(cs_g=0.1)],
                          ids=lambda o: next(iter(o)))
 def test_options_the_fast_step_lacks_fall_back(option):
     G, D, og, od = _setup(SMALL)

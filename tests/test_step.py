@@ -24,7 +24,7 @@ def adam(m):
     return torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.5, 0.999))
 
 
-def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k, cs_alpha=0.0):
+def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k, cs_alpha=0.0, cs_g=0.0):
     """The paper's losses, each network's gradient taken at the same weights."""
     G0 = copy.deepcopy(G)
     D0 = copy.deepcopy(D)  # frozen copy: G's loss must see D before its update
@@ -32,7 +32,10 @@ def reference_step(G, D, x, z_d, z_g, k, gamma, lambda_k, cs_alpha=0.0):
         p.requires_grad_(False)
     opt_g, opt_d = adam(G), adam(D)
     loss_g = (D0(G(z_g)) - G(z_g)).abs().mean()
-    loss_g.backward()
+    total_g = loss_g
+    if cs_g:  # the latent constraint on G's side, through the frozen encoder
+        total_g = loss_g + cs_g * torch.sqrt(((z_g - D0.encode(G(z_g))) ** 2).sum(1)).mean()
+    total_g.backward()
     fake = G0(z_d).detach()
     loss_real = (D(x) - x).abs().mean()
     loss_d = loss_real - k * (D(fake) - fake).abs().mean()
@@ -152,7 +155,7 @@ def test_defaults_are_bit_identical_to_the_step_before_the_options(z_shared, cs_
         assert torch.equal(a, b)
 
 
-def sequential_reference(G, D, x, z_d, z_g, k, gamma, lambda_k, pullaway=0.0):
+def sequential_reference(G, D, x, z_d, z_g, k, gamma, lambda_k, pullaway=0.0, cs_g=0.0):
     """Alternating updates with .backward(): D steps, then G's loss through the new D."""
     opt_g, opt_d = adam(G), adam(D)
     fake = G(z_d).detach()
@@ -169,6 +172,8 @@ def sequential_reference(G, D, x, z_d, z_g, k, gamma, lambda_k, pullaway=0.0):
     if pullaway:
         h = D.encode(img)
         total = loss_g + pullaway * pullaway_by_hand(h)
+    if cs_g:
+        total = total + cs_g * (z_g - D.encode(img)).norm(dim=1).mean()
     opt_g.zero_grad()
     total.backward()
     opt_g.step()
@@ -185,6 +190,39 @@ def test_alternating_equals_a_sequential_implementation(k, pullaway):
     out = began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(k), gamma=0.5,
                      lambda_k=0.01, alternating=True, pullaway=pullaway)
     ref = sequential_reference(Gr, Dr, x, z_d, z_g, k, 0.5, 0.01, pullaway)
+    got = (out.loss_real.item(), out.loss_fake.item(), out.loss_d.item(), out.k.item())
+    assert got == pytest.approx(ref, rel=1e-6, abs=1e-7)
+    for a, b in zip([*G.parameters(), *D.parameters()], [*Gr.parameters(), *Dr.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cs_alpha", [0.0, 0.1])
+def test_cs_g_adds_the_latent_constraint_to_g_only(cs_alpha):
+    G, D, x, z_d, z_g = setup(11)
+    Gr, Dr = copy.deepcopy(G), copy.deepcopy(D)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    out = began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(0.37), gamma=0.5,
+                     lambda_k=0.01, cs_alpha=cs_alpha, cs_g=0.7)
+    ref = reference_step(Gr, Dr, x, z_d, z_g, 0.37, 0.5, 0.01, cs_alpha=cs_alpha, cs_g=0.7)
+    got = (out.loss_real.item(), out.loss_fake.item(), out.loss_d.item(), out.k.item(),
+           out.m_global.item())
+    assert got == pytest.approx(ref, rel=1e-6, abs=1e-7)  # logged L(G(z)) leaves it out
+    for a, b in zip([*G.parameters(), *D.parameters()], [*Gr.parameters(), *Dr.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    plain = began_step(G2, D2, adam(G2), adam(D2), x, z_d, z_g, torch.tensor(0.37),
+                       gamma=0.5, lambda_k=0.01, cs_alpha=cs_alpha)
+    for p, q in zip(D.parameters(), D2.parameters()):
+        assert torch.equal(p, q)  # D's update does not see G's term
+    assert any(not torch.equal(p, q) for p, q in zip(G.parameters(), G2.parameters()))
+    assert plain.loss_fake.item() == out.loss_fake.item()
+
+
+def test_cs_g_with_alternating_updates_equals_a_sequential_implementation():
+    G, D, x, z_d, z_g = setup(12)
+    Gr, Dr = copy.deepcopy(G), copy.deepcopy(D)
+    out = began_step(G, D, adam(G), adam(D), x, z_d, z_g, torch.tensor(0.37), gamma=0.5,
+                     lambda_k=0.01, alternating=True, cs_g=0.7)
+    ref = sequential_reference(Gr, Dr, x, z_d, z_g, 0.37, 0.5, 0.01, cs_g=0.7)
     got = (out.loss_real.item(), out.loss_fake.item(), out.loss_d.item(), out.k.item())
     assert got == pytest.approx(ref, rel=1e-6, abs=1e-7)
     for a, b in zip([*G.parameters(), *D.parameters()], [*Gr.parameters(), *Dr.parameters()]):

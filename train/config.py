@@ -51,6 +51,10 @@ class TrainConfig(JsonConfig):
     instance_noise_steps: int = opt(50_000, "steps over which the instance noise decays to 0")
     pullaway: float = opt(0.0, "weight of EBGAN's pull-away term on D's codes of G's images, "
                                "added to G's loss (0 = off)")
+    cs_g: float = opt(0.0, "weight of the latent constraint in G's loss: G also minimises "
+                           "beta*||z - Enc(G(z))|| through D's encoder, so distinct z must "
+                           "give distinguishable images (VEEGAN/InfoGAN-style; needs h_dim "
+                           "== z_dim; 0 = off)")
     ema_decay: float = opt(0.0, "keep an exponential moving average of G's weights with this "
                                 "decay (e.g. 0.999; 0 = off): grids samples/ema-*, export "
                                 "--weights ema")
@@ -138,6 +142,10 @@ class TrainConfig(JsonConfig):
         check(self.instance_noise_steps >= 1,
               f"instance_noise_steps must be >= 1, got {self.instance_noise_steps}")
         check(self.pullaway >= 0, f"pullaway must be >= 0, got {self.pullaway}")
+        check(self.cs_g >= 0, f"cs_g must be >= 0, got {self.cs_g}")
+        check(self.cs_g == 0 or self.model.h_dim == self.model.z_dim,
+              f"cs_g > 0 needs h_dim == z_dim (got {self.model.h_dim} and "
+              f"{self.model.z_dim})")
         check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         check(self.eval_every >= -1, f"eval_every must be >= -1, got {self.eval_every}")

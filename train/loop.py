@@ -180,7 +180,7 @@ def _choose_step(cfg: TrainConfig, d: Dist, dev: torch.device, log: Callable[[st
     reduce = d.mean if d.active else None
     kw = dict(gamma=cfg.gamma, lambda_k=cfg.lambda_k, k_max=cfg.k_max, eta=cfg.eta,
               z_shared=cfg.z_shared, cs_alpha=cfg.cs_alpha, reduce=reduce,
-              alternating=cfg.alternating, pullaway=cfg.pullaway)
+              alternating=cfg.alternating, pullaway=cfg.pullaway, cs_g=cfg.cs_g)
 
     def reference(s: TrainState, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor
                   ) -> StepOut:

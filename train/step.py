@@ -23,6 +23,10 @@ update above, bit for bit):
 - `pullaway` w: G minimises L(G(z_G)) + w * PT(Enc(G(z_G))), EBGAN's pull-away
   term on D's codes of its images (Zhao et al. 2017). Under data parallelism
   PT is taken over each rank's rows. The logged L(G(z_G)) leaves PT out.
+- `cs_g` beta: G minimises L(G(z_G)) + beta * ||z_G - Enc(G(z_G))||_2 (the BEGAN-CS
+  term, on G's side). BEGAN-CS puts it on D only, so a collapsed G pays nothing for
+  it; here G must keep z recoverable from its images, as VEEGAN's reconstructor
+  and InfoGAN's code term ask (Srivastava et al. 2017, Chen et al. 2016).
 """
 
 from __future__ import annotations
@@ -90,21 +94,22 @@ def began_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
                alternating: bool = False,
                augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-               pullaway: float = 0.0) -> StepOut:
+               pullaway: float = 0.0, cs_g: float = 0.0) -> StepOut:
     """One simultaneous update of G and D (or D then G with `alternating`). `reduce`
     averages tensors over data-parallel ranks (gradients and the loss terms, so every
     rank's k_t update is the same)."""
     if alternating:
         return _alternating_step(G, D, opt_g, opt_d, x, z_d, z_g, k, gamma=gamma,
                                  lambda_k=lambda_k, k_max=k_max, eta=eta, cs_alpha=cs_alpha,
-                                 reduce=reduce, augment=augment, pullaway=pullaway)
+                                 reduce=reduce, augment=augment, pullaway=pullaway,
+                                 cs_g=cs_g)
     g_params = [p for p in G.parameters()]
     d_params = [p for p in D.parameters()]
 
     # G's loss; its graph is kept when D reuses the same fakes (z_shared).
     fake_g = G(z_g)
     loss_fake, h_fake = recon_loss(D, fake_g, eta, augment)
-    loss_g, loss_pt = _g_loss(loss_fake, h_fake, pullaway)
+    loss_g, loss_pt = _g_loss(loss_fake, h_fake, pullaway, z_g, cs_g)
     g_grads = torch.autograd.grad(loss_g, g_params, retain_graph=z_shared)
 
     if z_shared:
@@ -144,13 +149,18 @@ def _d_loss(loss_real: torch.Tensor, loss_fake_d: torch.Tensor, h_fake_d: torch.
     return loss_d, loss_cs
 
 
-def _g_loss(loss_fake: torch.Tensor, h_fake: torch.Tensor, pullaway: float
+def _g_loss(loss_fake: torch.Tensor, h_fake: torch.Tensor, pullaway: float,
+            z_g: torch.Tensor, cs_g: float = 0.0
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """L_G = L(G(z_G)) [+ w * PT(Enc(G(z_G)))], and PT (None when off)."""
-    if pullaway <= 0:
-        return loss_fake, None
-    loss_pt = pullaway_term(h_fake)
-    return loss_fake + pullaway * loss_pt, loss_pt
+    """L_G = L(G(z_G)) [+ w * PT(Enc(G(z_G)))] [+ beta * ||z_G - Enc(G(z_G))||], and PT
+    (None when off)."""
+    loss_g, loss_pt = loss_fake, None
+    if pullaway > 0:
+        loss_pt = pullaway_term(h_fake)
+        loss_g = loss_g + pullaway * loss_pt
+    if cs_g > 0:
+        loss_g = loss_g + cs_g * latent_constraint(z_g, h_fake)
+    return loss_g, loss_pt
 
 
 def _out(loss_real: torch.Tensor, loss_fake: torch.Tensor, loss_d: torch.Tensor,
@@ -174,7 +184,7 @@ def _alternating_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                       k_max: float, eta: int, cs_alpha: float,
                       reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None,
                       augment: Callable[[torch.Tensor], torch.Tensor] | None,
-                      pullaway: float) -> StepOut:
+                      pullaway: float, cs_g: float = 0.0) -> StepOut:
     """D steps on L_D at the current G; then G steps on L_G through the updated D."""
     g_params = [p for p in G.parameters()]
     d_params = [p for p in D.parameters()]
@@ -195,7 +205,7 @@ def _alternating_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
 
     fake_g = G(z_g)
     loss_fake, h_fake = recon_loss(D, fake_g, eta, augment)
-    loss_g, loss_pt = _g_loss(loss_fake, h_fake, pullaway)
+    loss_g, loss_pt = _g_loss(loss_fake, h_fake, pullaway, z_g, cs_g)
     g_grads = torch.autograd.grad(loss_g, g_params)
     if reduce is not None:
         out = reduce([*g_grads, loss_fake.detach()[None]])
