@@ -30,7 +30,7 @@ from began.train.loop import resolve_device
 
 from .destination import Destination
 from .encoder_fit import fit_encoder, held_out_split, init_from_d, inversion_metrics, to_float
-from .graphs import (FP32_TOLERANCE, GRAPH_IO, OPSET, export_graph, graph_modules,
+from .graphs import (FP32_TOLERANCE, GRAPH_IO, OPSET, EncoderToZ, export_graph, graph_modules,
                      metadata_props, parity)
 from .runs import RunSnapshot, load_run
 
@@ -173,7 +173,8 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
         def numpy_fn(module):
             return lambda a: torch.cat([module(torch.from_numpy(a[i:i + 64]).to(dev)).cpu()
                                         for i in range(0, len(a), 64)]).numpy()
-        reference = inversion_reference(numpy_fn(G), numpy_fn(enc), cfg.model.z_dim)
+        # EncoderToZ: the encoder graph's own clip to [-1, 1], so these are the CLI's figures
+        reference = inversion_reference(numpy_fn(G), numpy_fn(EncoderToZ(enc)), cfg.model.z_dim)
     G, D, enc = G.cpu(), D.cpu(), enc.cpu()
     core = _manifest_core(snap, info)
     core["inversion_reference"] = reference
