@@ -1,8 +1,8 @@
 """The Python API (began.load / began.api.Model): the CLI's numbers, torch-free.
 
-The embedded model is an export from before the clipped inversion loss and the
-inversion reference, so it exercises both run-time fallbacks; tiny_bundle is a
-fresh export with both in its manifest.
+The embedded model and tiny_bundle are exports with the clipped inversion loss and the
+inversion reference in their manifests; the run-time fallbacks for older bundles are
+exercised on a copy without the reference and on a linear stand-in for an unclipped graph.
 """
 
 import json
@@ -86,8 +86,8 @@ def test_sample_is_the_cli_image(embedded, capsys, tmp_path):
     np.testing.assert_array_equal(latent.as_saved(raw[2:3]), latent.as_saved(
         embedded.generate(embedded.z(7), as_float=True)))
     from began.seeds import z_for_seed
-    np.testing.assert_array_equal(embedded.z([7])[0], z_for_seed(7, 16))
-    assert embedded.z(7, truncation=0.5)[0] == pytest.approx(z_for_seed(7, 16) * 0.5)
+    np.testing.assert_array_equal(embedded.z([7])[0], z_for_seed(7, embedded.z_dim))
+    assert embedded.z(7, truncation=0.5)[0] == pytest.approx(z_for_seed(7, embedded.z_dim) * 0.5)
     for bad in (-1, 2**32, []):
         with pytest.raises(UsageError):
             embedded.sample(bad)
@@ -101,10 +101,11 @@ def test_invert_own_saved_sample_reaches_high_psnr(embedded, tmp_path):
     enc = embedded.invert(paths)
     ref = embedded.invert(paths, refine=40)
     assert ref.names == [str(p) for p in paths] and len(ref) == 2
-    assert ref.z.shape == (2, 16) and ref.recon.shape == ref.target.shape == (2, 32, 32, 3)
+    assert ref.z.shape == (2, embedded.z_dim)
+    assert ref.recon.shape == ref.target.shape == (2, 32, 32, 3)
     np.testing.assert_array_equal(ref.target[0], pixels(paths[0]))
     assert np.all(enc.psnr > 25) and np.all(ref.psnr >= enc.psnr)
-    assert np.all(ref.psnr > 45), ref.psnr
+    assert np.all(ref.psnr > 40), ref.psnr
     assert not ref.outside.any() and np.all(ref.ratio < 1)
     # The reported figures are those of the saved reconstruction's float source.
     x = ref.target.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1
@@ -143,12 +144,53 @@ def test_inversion_reference_export_equals_run_time(tiny):
     assert 0 < stored["l1"]["p50"] <= stored["l1"]["p99"] <= stored["l1"]["max"]
 
 
-def test_old_bundle_gets_its_reference_at_run_time(embedded):
-    assert "inversion_reference" not in embedded.manifest
-    assert not latent.graph_clips(embedded.runtime)
-    ref = latent.reference_for(embedded.runtime)
-    assert ref is latent.reference_for(embedded.runtime)  # computed once per model
+def test_old_bundle_gets_its_reference_at_run_time(tmp_path):
+    import shutil
+
+    from began.model import DEFAULT_MODEL
+
+    old = tmp_path / "old"
+    shutil.copytree(DEFAULT_MODEL, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    stored = manifest.pop("inversion_reference")  # as bundles exported before it lacked it
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    m = began.load(old, device="cpu")
+    ref = latent.reference_for(m.runtime)
+    assert ref is latent.reference_for(m.runtime)  # computed once per model
     assert 0 < ref["l1"]["p50"] <= ref["l1"]["p99"] < 0.1  # the encoder finds its samples
+    for q in ("p50", "p90", "p99", "max"):  # the export's figure (PyTorch), up to the
+        # 8-bit rounding of a few samples near each quantile (onnxruntime here)
+        assert ref["l1"][q] == pytest.approx(stored["l1"][q], rel=0.03)
+
+
+class LinearStandIn:
+    """G(z) = 3 W z, with an unclipped invert_grad graph (older exports) or a clipped one."""
+
+    def __init__(self, clipped: bool):
+        self.w = np.random.default_rng(0).standard_normal((48, 5)).astype(np.float32)
+        self.clipped = clipped
+
+    def run(self, name, z, x=None):
+        g = 3 * z @ self.w.T
+        if name == "generator":
+            return [g]
+        inside = np.abs(g) < 1 if self.clipped else np.ones_like(g, bool)
+        sign = np.sign((np.clip(g, -1, 1) if self.clipped else g) - x) * inside
+        return [np.abs(g - x).mean(1), 3 * sign @ self.w / g.shape[1]]
+
+
+def test_unclipped_graph_gives_the_clipped_gradient():
+    rng = np.random.default_rng(1)
+    z = rng.uniform(-1, 1, (6, 5)).astype(np.float32)
+    x = rng.uniform(-1, 1, (6, 48)).astype(np.float32)
+    assert (np.abs(3 * z @ LinearStandIn(False).w.T) > 1).mean() > 0.3  # many pixels past 1
+    loss, grad = latent.loss_and_grad(LinearStandIn(False), z, x, clips=False)
+    _, want = LinearStandIn(True).run("invert_grad", z, x)
+    np.testing.assert_allclose(grad, want, atol=1e-6)
+    g = 3 * z @ LinearStandIn(False).w.T
+    np.testing.assert_allclose(loss, np.abs(np.clip(g, -1, 1) - x).mean(1), rtol=1e-6)
+    _, plain = LinearStandIn(False).run("invert_grad", z, x)
+    assert not np.allclose(plain, want, atol=1e-3)  # so the fallback did change something
 
 
 def test_interpolate_seeds_and_images(embedded, tmp_path):
