@@ -25,13 +25,13 @@ HERE = Path(__file__).resolve().parents[1]
 # What the card says about each data set a default model has been trained on.
 DATA = {
     "fmnist": dict(
-        name="Fashion-MNIST", folder="fmnist/train", licence="Fashion-MNIST (MIT)",
+        folder="fmnist/train", licence="Fashion-MNIST (MIT)",
         about="""Fashion-MNIST (Xiao, Rasul & Vollgraf 2017; MIT licence), the 60,000 training
 images from Debian's `dataset-fashion-mnist` package, written as PNGs by
 `bench/quality/fashion_mnist_pngs.py`: 28x28 grey, converted to RGB and resized to
 {res}x{res} with Lanczos. Scored against the 10,000 test images, which training never saw."""),
     "noto-emoji": dict(
-        name="Noto Color Emoji", folder="noto-emoji", licence="Noto Emoji's images (Apache-2.0)",
+        folder="noto-emoji", licence="Noto Emoji's images (Apache-2.0)",
         about="""Noto Color Emoji (Google; images under the Apache License 2.0, the font under
 the SIL Open Font License 1.1): the 3,916 colour bitmaps of `NotoColorEmoji.ttf` as Debian's
 `fonts-noto-color-emoji` 2.042 ships it, 136x128 RGBA, composited onto white, centre-cropped
@@ -99,12 +99,13 @@ def _flags(cfg: dict) -> str:
              ("resolution", "n", "z_dim", "h_dim") if cfg["model"][k] is not None]
     if cfg["model"].get("out_tanh"):
         flags.append("--out-tanh")
-    for k in ("batch_size", "gamma", "cs_alpha", "cs_g", "alternating", "augment", "pullaway",
-              "ema_decay", "lr_g", "lr_d", "lr_window", "steps", "seed"):
+    shown = ("batch_size", "gamma", "steps")  # always, even at their defaults
+    for k in (*shown, "cs_alpha", "cs_g", "alternating", "augment", "pullaway", "ema_decay",
+              "lr_g", "lr_d", "lr_window", "seed"):
         v = cfg.get(k, getattr(base, k))
-        if v == getattr(base, k) and k not in ("batch_size", "gamma", "steps"):
-            continue
-        flags.append(f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}")
+        if k in shown or v != getattr(base, k):
+            flag = "--" + k.replace("_", "-")
+            flags.append(flag if v is True else f"{flag} {v}")
     return " ".join(flags)
 
 

@@ -121,10 +121,12 @@ class TrainConfig(JsonConfig):
         check(0.0 <= self.k_max <= 1.0, f"k_max must be in [0, 1], got {self.k_max}")
         check(0.0 <= self.k_init <= self.k_max, f"k_init must be in [0, k_max], got {self.k_init}")
         check(self.eta in (1, 2), f"eta must be 1 or 2, got {self.eta}")
-        check(self.cs_alpha >= 0, f"cs_alpha must be >= 0, got {self.cs_alpha}")
-        check(self.cs_alpha == 0 or self.model.h_dim == self.model.z_dim,
-              f"cs_alpha > 0 needs h_dim == z_dim (got {self.model.h_dim} and "
-              f"{self.model.z_dim})")
+        for name in ("cs_alpha", "cs_g"):  # both compare Enc(G(z)) with z
+            w = getattr(self, name)
+            check(w >= 0, f"{name} must be >= 0, got {w}")
+            check(w == 0 or self.model.h_dim == self.model.z_dim,
+                  f"{name} > 0 needs h_dim == z_dim (got {self.model.h_dim} and "
+                  f"{self.model.z_dim})")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0")
         check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "Adam betas must be in [0, 1)")
@@ -142,10 +144,6 @@ class TrainConfig(JsonConfig):
         check(self.instance_noise_steps >= 1,
               f"instance_noise_steps must be >= 1, got {self.instance_noise_steps}")
         check(self.pullaway >= 0, f"pullaway must be >= 0, got {self.pullaway}")
-        check(self.cs_g >= 0, f"cs_g must be >= 0, got {self.cs_g}")
-        check(self.cs_g == 0 or self.model.h_dim == self.model.z_dim,
-              f"cs_g > 0 needs h_dim == z_dim (got {self.model.h_dim} and "
-              f"{self.model.z_dim})")
         check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         check(self.eval_every >= -1, f"eval_every must be >= -1, got {self.eval_every}")
