@@ -3,6 +3,7 @@ exists (the project's data notes), otherwise from images drawn here with pillow.
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,14 @@ def shared_dir() -> Path:
 def emoji_dir() -> Path | None:
     d = shared_dir() / "data" / "noto-emoji"
     return d if d.is_dir() else None
+
+
+def pytest_configure(config):
+    """Run as under a terminal even when started in the background (`cmd &` in a script,
+    nohup), which starts us with SIGINT ignored: the Ctrl-C tests need it delivered, here
+    and in the commands they spawn (an ignored signal survives exec; a handler does not)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -108,6 +108,25 @@ def test_interrupt_writes_a_checkpoint_and_resumes_exactly(image_folder, straigh
     assert [r["step"] for r in stats(out)] == [3, 6, 9, 12, 15, 18, 20]
 
 
+def test_a_signal_inherited_as_ignored_stays_ignored():
+    """`began train ... &` from a script starts with SIGINT ignored: a Ctrl-C meant for the
+    foreground job must not stop it; SIGTERM still does, between steps."""
+    from began.train.interrupt import StopRequest
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.signum is None
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signum == signal.SIGTERM and stop.exit_code == 143
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_corrupt_checkpoint_is_never_loaded(image_folder, straight_run, tmp_path, capsys):
     out = tmp_path / "corrupt"
     shutil.copytree(straight_run, out)

@@ -4,6 +4,10 @@ A signal arriving mid-step would leave the data order and RNG states half
 advanced, so the checkpoint written on the way out could not resume exactly.
 The first signal sets a flag the loop checks after each step; a second one
 raises KeyboardInterrupt at once for a user who really wants out.
+
+A signal the process inherited as ignored stays ignored, as Python itself leaves it: a
+shell starts `began train ... &` with SIGINT ignored so that a Ctrl-C meant for the
+foreground job does not reach it, and `nohup` does the same for SIGHUP.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():  # signals need the main thread
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
