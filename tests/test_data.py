@@ -459,6 +459,46 @@ def test_broken_worker_pool_falls_back_in_process(tmp_path, monkeypatch):
     assert len(s.files) == 70 and np.array_equal(np.asarray(s.images), expected)
 
 
+def _half_a_result_then_wait(marker: str) -> None:
+    """Worker job: start a 1 MB result message, write 10 bytes of it, and stall, as a
+    worker does when a Ctrl-C kills it in mid-write."""
+    import struct
+    import sys
+    import time
+
+    f = sys._getframe()
+    while f.f_code.co_name != "_process_worker":  # the pool's worker loop holds the queue
+        f = f.f_back
+    os.write(f.f_locals["result_queue"]._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 10)
+    Path(marker).touch()
+    time.sleep(600)
+
+
+def test_stopping_the_pool_mid_result_does_not_hang_the_exit(tmp_path):
+    """The pool's manager thread, left reading half a message, is joined when Python
+    exits: `began train` hung after 'interrupted' about once in ten Ctrl-Cs."""
+    import multiprocessing
+    import time
+
+    pool = data.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    marker = tmp_path / "written"
+    pool.submit(_half_a_result_then_wait, str(marker))
+    manager, results = pool._executor_manager_thread, pool._result_queue
+    t = time.time()
+    while not marker.exists():
+        assert time.time() - t < 60, "the worker never wrote"
+        time.sleep(0.01)
+    time.sleep(0.2)  # the manager thread is now waiting for the rest of the message
+    try:
+        data._stop_pool(pool, finished=False)
+        manager.join(timeout=20)
+        assert not manager.is_alive(), "the pool's manager thread would block Python's exit"
+    finally:
+        if manager.is_alive():  # release it, or the failed test hangs the whole session
+            results._writer.close()
+            manager.join(timeout=20)
+
+
 def test_report_is_json_able(tmp_path):
     root = tmp_path / "imgs"
     make_messy_folder(root)

@@ -323,6 +323,7 @@ def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         procs = list((getattr(pool, "_processes", None) or {}).values())
+        results = getattr(pool, "_result_queue", None)  # shutdown() forgets it
         for proc in procs:
             proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -331,6 +332,13 @@ def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
+        # A worker killed while writing a result leaves half a message in the result pipe;
+        # the pool's manager thread then waits for the rest forever, and Python's exit
+        # joins that thread: the command hangs after its last line (CPython 3.11-3.13).
+        # With the workers dead, our copy of the write end is the last one: closing it
+        # turns that wait into EOF, which the thread handles as a broken pool and ends.
+        if results is not None and not any(p.is_alive() for p in procs):
+            results._writer.close()
     finally:
         if main:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
