@@ -106,7 +106,7 @@ def _pick_weights(weights: str, ema_saved: bool, path: Path) -> str:
         raise UsageError(f"unknown --weights {weights!r}", "use auto, ema or raw")
     if weights == "ema" and not ema_saved:
         raise UsageError(f"{path.name} holds no moving average of G's weights",
-                         "train with --ema-decay (e.g. 0.999), or export --weights raw")
+                         "train with --ema-decay (e.g. 0.999), or pass --weights raw")
     return "ema" if weights != "raw" and ema_saved else "raw"
 
 

@@ -162,6 +162,18 @@ def test_run_samples_match_the_exported_bundle(tiny_run, tiny_bundle):
     assert older.about["step"] == 10 and not np.array_equal(older.images, a.images)
 
 
+def test_a_run_with_ema_is_scored_with_either_weights(image_folder, tmp_path):
+    """EMA is exported instead of G when it scores better: eval must score both."""
+    out = tmp_path / "ema_run"
+    assert run(["train", str(image_folder), "--out", str(out), "--preset", "smoke", "--device",
+                "cpu", "--steps", "8", "--ema-decay", "0.9", "--no-progress"]) == 0
+    got = {w: ev.samples_from_run(out, None, 4, 0, "cpu", 4, w) for w in ("auto", "ema", "raw")}
+    assert {w: s.about["weights"] for w, s in got.items()} == {
+        "auto": "ema", "ema": "ema", "raw": "raw"}
+    assert np.array_equal(got["auto"].images, got["ema"].images)
+    assert not np.array_equal(got["ema"].images, got["raw"].images)
+
+
 def test_cli_run_source(tiny_run, ref_folder):
     r = _eval(str(tiny_run), "--ref", str(ref_folder), "-n", "4", "--step", "10")
     assert r["source"]["kind"] == "run" and r["source"]["step"] == 10
@@ -194,6 +206,9 @@ def test_write_card(tmp_path, ref_folder):
     (["--ref", "{ref}/nope"], 1, "is not a folder"),
     (["{ref}/nope", "--ref", "{ref}"], 1, "does not exist"),
     (["--ref", "{ref}", "--resolution", "32"], 2, "--resolution is for folders"),
+    (["{ref}", "--ref", "{ref}", "--weights", "raw"], 2, "--weights is for runs"),
+    (["{run}", "--ref", "{ref}", "--weights", "ema"], 2, "holds no moving average"),
+    (["{run}", "--ref", "{ref}", "--weights", "best"], 2, "unknown --weights 'best'"),
 ])
 def test_cli_errors(ref_folder, tiny_run, capsys, args, code, needle):
     args = [a.replace("{ref}", str(ref_folder)).replace("{run}", str(tiny_run)) for a in args]

@@ -95,12 +95,12 @@ def samples_from_model(path: Path | None, n: int, seed: int, device: str,
 
 
 def samples_from_run(path: Path, step: int | str | None, n: int, seed: int, device: str,
-                     batch_size: int) -> Samples:
+                     batch_size: int, weights: str = "auto") -> Samples:
     import torch
 
     from began.export.runs import load_run
 
-    snap = load_run(path, step)  # verified checkpoint -> G (its moving average when kept)
+    snap = load_run(path, step, weights)  # verified checkpoint -> G (auto: its EMA when kept)
     G = snap.G.to(device)
     z = torch.from_numpy(_seeds_z(n, seed, snap.cfg.model.z_dim))
     parts = []

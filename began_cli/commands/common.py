@@ -21,6 +21,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on st
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
 SkipOpt = Annotated[bool, typer.Option(
     "--skip-existing", help="Keep existing files and write only the missing ones.")]
+WeightsOpt = Annotated[str, typer.Option(
+    "--weights", metavar="auto|ema|raw",
+    help="Runs: G's weights: ema (their moving average, kept when trained with --ema-decay), "
+         "raw, or auto (ema when kept).")]
 BatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", min=1, max=1 << 16, metavar="N", show_default=False,
     help="Images per onnxruntime call \\[default: 1024 on CUDA, 64 on the CPU].")]

@@ -17,27 +17,28 @@ import typer
 
 from ..errors import BeganError, UsageError
 from ..output import Out
-from .common import JsonOpt, ModelOpt, QuietOpt
+from .common import JsonOpt, ModelOpt, QuietOpt, WeightsOpt
 from .train import TORCH_HINT
 
 
-def _source(source: Optional[Path], model: Optional[Path], step):
+def _source(source: Optional[Path], model: Optional[Path], step, weights: str):
     from began.train.evaluate import Source
 
+    run_flag = "--step" if step is not None else "--weights" if weights != "auto" else None
     if source is not None and model is not None:
         raise UsageError("give either SOURCE or --model, not both",
                          "SOURCE may itself be a model folder, a run or a folder of images")
     if source is None:
-        if step is not None:
-            raise UsageError("--step is for runs", "pass the run folder as SOURCE")
+        if run_flag:
+            raise UsageError(f"{run_flag} is for runs", "pass the run folder as SOURCE")
         return Source("model", model)
     if not source.exists():
         raise BeganError(f"{source} does not exist",
                          "SOURCE is a run folder, a model folder or a folder of images")
     if (source / "config.json").is_file():
         return Source("run", source, step)
-    if step is not None:
-        raise UsageError(f"--step is for runs, and {source} is not one (no config.json)",
+    if run_flag:
+        raise UsageError(f"{run_flag} is for runs, and {source} is not one (no config.json)",
                          "pass a `began train --out` folder")
     if (source / "manifest.json").is_file():
         return Source("model", source)
@@ -54,6 +55,7 @@ def eval_(
     model: ModelOpt = None,
     step: Optional[str] = typer.Option(None, "--step", metavar="N|best", show_default=False,
                                        help="Runs: the checkpoint \\[default: the newest]."),
+    weights: WeightsOpt = "auto",
     n: Optional[int] = typer.Option(
         None, "-n", "--num", min=2, metavar="N", show_default=False,
         help="Samples (seeds S..S+N-1; for a folder, a fixed random subset) \\[default: 10000 "
@@ -82,7 +84,7 @@ def eval_(
 ) -> None:
     """Measure sample quality: FID, KID, precision/recall (Inception) and MS-SSIM diversity."""
     o = Out(as_json, quiet)
-    src = _source(source, model, step)
+    src = _source(source, model, step, weights)
     if write_card and src.kind != "model":
         raise UsageError("--write-card writes into a model bundle", "evaluate a model folder")
     if resolution is not None and src.kind != "folder":
@@ -112,7 +114,8 @@ def eval_(
     if src.kind == "model":
         samples = ev.samples_from_model(src.path, n, seed, kind, bs)
     elif src.kind == "run":
-        samples = ev.samples_from_run(src.path, parse_step(src.step), n, seed, dev, bs)
+        samples = ev.samples_from_run(src.path, parse_step(src.step), n, seed, dev, bs,
+                                       weights)
     else:
         from began.decode import Preprocess
 

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import BeganError
+from .common import WeightsOpt
 from .train import TORCH_HINT
 
 
@@ -38,10 +39,7 @@ def export(
     fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", show_default=False,
                                         help="Also write half-precision graphs for the GPU "
                                              "\\[default: only when exporting on CUDA]."),
-    weights: str = typer.Option("auto", metavar="auto|ema|raw",
-                                help="G's weights: ema (their moving average, kept when "
-                                     "trained with --ema-decay), raw, or auto (ema when kept); "
-                                     "the manifest records which."),
+    weights: WeightsOpt = "auto",
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing MODEL_DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
