@@ -323,25 +323,43 @@ def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         procs = list((getattr(pool, "_processes", None) or {}).values())
-        results = getattr(pool, "_result_queue", None)  # shutdown() forgets it
+        # shutdown() forgets these two
+        results = getattr(pool, "_result_queue", None)
+        manager = getattr(pool, "_executor_manager_thread", None)
+        # Shut down first: the manager thread then drops the futures a Ctrl-C cancelled
+        # before it sees the workers die; the other way round, it marks them broken and
+        # fails on the cancelled ones with a traceback (InvalidStateError, CPython 3.11).
+        pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
-        # A worker killed while writing a result leaves half a message in the result pipe;
-        # the pool's manager thread then waits for the rest forever, and Python's exit
-        # joins that thread: the command hangs after its last line (CPython 3.11-3.13).
-        # With the workers dead, our copy of the write end is the last one: closing it
-        # turns that wait into EOF, which the thread handles as a broken pool and ends.
-        if results is not None and not any(p.is_alive() for p in procs):
-            results._writer.close()
+        if manager is not None and results is not None:
+            _unblock_manager(manager, results, procs)
     finally:
         if main:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _unblock_manager(manager: threading.Thread, results, procs: list) -> None:
+    """A worker killed while writing a result leaves half a message in the result pipe; the
+    pool's manager thread then waits for the rest forever, and Python's exit joins that
+    thread: the command hangs after its last line (CPython 3.11). With the workers dead,
+    our copy of the pipe's write end is the last one: closing it turns that wait into EOF,
+    which the thread handles as a broken pool, and it ends. That handling fails (and prints
+    a traceback) on futures already cancelled, so those go first; the thread, blocked in
+    its read, is not touching them."""
+    manager.join(timeout=1.0)  # the usual case: it saw the shutdown and ended by itself
+    if not manager.is_alive() or any(p.is_alive() for p in procs):
+        return
+    pending = getattr(manager, "pending_work_items", {})
+    for key in [k for k, item in pending.items() if item.future.cancelled()]:
+        del pending[key]
+    results._writer.close()
+    manager.join(timeout=5.0)
 
 
 class Terminated(SystemExit):
