@@ -24,7 +24,7 @@ SkipOpt = Annotated[bool, typer.Option(
 WeightsOpt = Annotated[str, typer.Option(
     "--weights", metavar="auto|ema|raw",
     help="Runs: G's weights: ema (their moving average, kept when trained with --ema-decay), "
-         "raw, or auto (ema when kept).")]
+         "raw, or auto (ema when kept); the output (manifest, --json) records which.")]
 BatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", min=1, max=1 << 16, metavar="N", show_default=False,
     help="Images per onnxruntime call \\[default: 1024 on CUDA, 64 on the CPU].")]
