@@ -110,6 +110,17 @@ def test_a_constant_generator_reads_as_collapse_once():
     assert tr.state.collapse_step == 30
 
 
+def test_a_run_that_never_took_off_is_pointed_at_k_init():
+    cfg, images, _, D = small_setup()
+    flat = {"div_pixel": 0.02, "div_latent": 0.06}  # what a G stuck on the background reads
+    first = QualityTracker(cfg, images, torch.device("cpu")).judge(30, flat).message
+    assert first.endswith("G never took off (it still draws about one image for every z): "
+                          "--k-init 0.3 got such runs started")
+    # Already started with k_0 > 0: the hint would repeat what the user did.
+    cfg2, _, _, _ = small_setup(k_init=0.3)
+    assert "--k-init" not in QualityTracker(cfg2, images, torch.device("cpu")).judge(30, flat).message
+
+
 def test_a_run_that_took_off_is_judged_before_the_warm_up_ends():
     cfg, images, _, _ = small_setup(steps=1000, collapse_threshold=0.3)
     tr = QualityTracker(cfg, images, torch.device("cpu"))
@@ -119,6 +130,7 @@ def test_a_run_that_took_off_is_judged_before_the_warm_up_ends():
     fell = tr.judge(150, {"div_pixel": 0.1, "div_latent": 0.2})  # before step 250
     assert fell.collapsed and fell.message.startswith("collapse at step 150")
     assert "the best checkpoint is step 100" in fell.message
+    assert "--k-init" not in fell.message  # it took off: the start was not the problem
 
 
 def test_measure_draws_nothing_from_the_training_streams():

@@ -57,6 +57,12 @@ BATCH = 128  # images per forward pass during an evaluation (bounds its memory)
 KID_BATCH = 64  # images per Inception pass (299x299 inputs)
 KID_SUBSETS = 10  # of all rows: they differ only when the real batch is the smaller one
 BEST_NAME = "ckpt-best.safetensors"  # in checkpoints/; not ckpt-<step>, so never pruned
+# G stuck on one flat image from the start (often the folder's background colour, which
+# D reconstructs at no cost while k_t = 0): a k_0 > 0 has D push fakes off from step 0
+# (32x32, n 32, N_z 64: flat black/white for 1,000-3,300 steps at k_0 = 0, shapes by
+# step 500-1,000 at k_0 = 0.3; bench/quality/README.md).
+NEVER_TOOK_OFF = ("; G never took off (it still draws about one image for every z): "
+                  "--k-init 0.3 got such runs started")
 
 
 def eval_interval(cfg: TrainConfig) -> int:
@@ -194,6 +200,8 @@ class QualityTracker:
             v.message = (f"collapse at step {step}: samples vary {row['div_pixel']:.2f}x as "
                          f"much as real images in pixels and {row['div_latent']:.2f}x in D's "
                          f"latent space (threshold {self.threshold:g}); {best}")
+            if st.live_step is None and self.cfg.k_init == 0:
+                v.message += NEVER_TOOK_OFF
         if v.collapsed:  # a collapsed state is never "best"
             return v
         if st.best_by == "kid" and "kid" in row:  # lower is better

@@ -280,8 +280,10 @@ export -f part_setup part_tests bench_step part_bench64 part_bench128 part_compi
   part_train part_gen part_quality part_qeval
 QSEEDS=${QSEEDS:-0 1 2}
 QTIME=${QTIME:-480}
+# --k-init 0.3: at k_0 = 0 a model this wide drew one blank image (the folder's background)
+# for 1,000+ steps on the CPU at 32x32, n 32 (bench/quality/README.md, "Starting wider models").
 QFLAGS=${QFLAGS:---resolution 64 --n 64 --z-dim 64 --h-dim 64 --batch-size 16 --gamma 0.9 \
---cs-alpha 0.1 --ema-decay 0.999 --steps 200000 --eval-every 2000}
+--cs-alpha 0.1 --ema-decay 0.999 --k-init 0.3 --steps 200000 --eval-every 2000}
 [ $DRY = 1 ] && QTIME=120
 export DRY DEV PY OUT WORK SUMMARY RESULTS REPO QSEEDS QTIME QFLAGS
 
