@@ -111,7 +111,7 @@ def test_a_constant_generator_reads_as_collapse_once():
 
 
 def test_a_run_that_never_took_off_is_pointed_at_k_init():
-    cfg, images, _, D = small_setup()
+    cfg, images, _, _ = small_setup()
     flat = {"div_pixel": 0.02, "div_latent": 0.06}  # what a G stuck on the background reads
     first = QualityTracker(cfg, images, torch.device("cpu")).judge(30, flat).message
     assert first.endswith("G never took off (it still draws about one image for every z): "
