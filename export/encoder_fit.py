@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from began.models import Discriminator, Encoder, Generator, ModelConfig
+from began.models import Discriminator, Encoder, Generator, ModelConfig, make_encoder
 
 
 def held_out_split(n: int, seed: int = 0, fraction: float = 0.1, cap: int = 512
@@ -81,7 +81,7 @@ def inversion_metrics(encode: Callable[[torch.Tensor], torch.Tensor], G: Generat
 
 def init_from_d(cfg: ModelConfig, D: Discriminator) -> Encoder:
     """An encoder to z with D's encoder weights (all of them when N_h == N_z)."""
-    enc = Encoder(cfg, out_dim=cfg.z_dim)
+    enc = make_encoder(cfg, cfg.z_dim)
     state = {k: v for k, v in D.encoder.state_dict().items()
              if not (k.startswith("fc.") and cfg.h_dim != cfg.z_dim)}
     enc.load_state_dict(state, strict=False)

@@ -3,7 +3,8 @@
 The paper inverts an image by running Adam on z to minimise |x - G(z)|. The
 torch-free CLI runs on onnxruntime, which has no autograd, so this module
 writes the backward pass of G by hand (linear, 3x3 convs, ELU, nearest
-upsampling, skip concatenations, vanishing-residual mixing) with ops ONNX has:
+upsampling, skip concatenations, vanishing-residual mixing; for the small G, BatchNorm
+in eval mode, ReLU and transposed convs) with ops ONNX has:
 conv -> conv_transpose, ELU' = where(a > 0, 1, exp(a)), tanh' = 1 - tanh^2 (out_tanh),
 nearest x2 upsampling -> 2x2 sum pooling. Tests hold it to torch.autograd on every architecture option.
 
@@ -34,6 +35,47 @@ def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.conv_transpose2d(g, conv.weight, stride=1, padding=1)
 
 
+def _l1_start(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """loss[b] = mean |clip(out[b], -1, 1) - target[b]| and d loss / d out."""
+    diff = out.clamp(-1.0, 1.0) - target
+    loss = diff.abs().flatten(1).mean(1)
+    inside = (out >= -1.0) & (out <= 1.0)
+    return loss, torch.where(inside, torch.sign(diff), torch.zeros_like(diff)) / diff[0].numel()
+
+
+def _small_backward(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
+                    ) -> torch.Tensor:
+    """Adjoint of one of the small G's layers (eval mode) at input x, output y."""
+    if isinstance(layer, nn.Linear):
+        return g @ layer.weight
+    if isinstance(layer, nn.ConvTranspose2d):  # its adjoint is the strided conv
+        return F.conv2d(g, layer.weight, stride=layer.stride, padding=layer.padding)
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):  # eval mode: per-channel scale
+        scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+        return g * (scale if g.dim() == 2 else scale[:, None, None])
+    if isinstance(layer, nn.ReLU):
+        return torch.where(x > 0, g, torch.zeros_like(g))
+    if isinstance(layer, nn.Tanh):
+        return g * (1 - y * y)
+    raise TypeError(f"no adjoint for {type(layer).__name__}")
+
+
+def _small_l1_grad(G: nn.Module, z: torch.Tensor, target: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The small G (models/small.py) is a chain: record each layer's input and output,
+    then walk it back."""
+    tape = []
+    x = z
+    for layer in [*G.fc, None, *G.up]:  # None: the reshape to (C0, 8, 8)
+        y = x.view(-1, G.c0, 8, 8) if layer is None else layer(x)
+        tape.append((layer, x, y))
+        x = y
+    loss, g = _l1_start(x, target)
+    for layer, x_in, y in reversed(tape):
+        g = g.flatten(1) if layer is None else _small_backward(layer, x_in, y, g)
+    return loss, g
+
+
 class GeneratorL1Grad(nn.Module):
     def __init__(self, G: Generator):
         super().__init__()
@@ -41,6 +83,8 @@ class GeneratorL1Grad(nn.Module):
 
     def forward(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         G, cfg = self.G, self.G.cfg
+        if cfg.arch == "small":
+            return _small_l1_grad(G, z, target)
         n = cfg.n
         carry = G.carry if cfg.vanishing_residual else None
 
@@ -66,13 +110,8 @@ class GeneratorL1Grad(nn.Module):
         if cfg.out_tanh:
             out = torch.tanh(out)
 
-        diff = out.clamp(-1.0, 1.0) - target
-        per_image = diff[0].numel()
-        loss = diff.abs().flatten(1).mean(1)
-
         # Backward.
-        inside = (out >= -1.0) & (out <= 1.0)
-        g = torch.where(inside, torch.sign(diff), torch.zeros_like(diff)) / per_image
+        loss, g = _l1_start(out, target)
         if cfg.out_tanh:  # tanh' = 1 - tanh^2
             g = g * (1 - out * out)
         g = _conv_input_grad(g, G.out)

@@ -3,7 +3,8 @@ so `began train --help` and `--dry-run` work without it."""
 
 from .config import CHANNELS, ModelConfig
 
-_TORCH_NAMES = {"ConvStack", "Decoder", "Discriminator", "Encoder", "Generator", "build"}
+_TORCH_NAMES = {"ConvStack", "Decoder", "Discriminator", "Encoder", "Generator", "build",
+                "make_encoder", "make_generator", "sampling"}
 
 
 def __getattr__(name: str):

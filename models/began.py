@@ -18,6 +18,9 @@ unless `out_tanh` puts a tanh on the output of G and of D's decoder (no paramete
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -133,8 +136,13 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg, cfg.h_dim)
+        self.encoder = make_encoder(cfg)
+        if cfg.arch == "small":
+            from .small import SmallDecoder
+
+            self.decoder: nn.Module = SmallDecoder(cfg, cfg.h_dim)
+        else:
+            self.decoder = Decoder(cfg, cfg.h_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -150,6 +158,38 @@ class Discriminator(nn.Module):
         self.decoder.set_carry(value)
 
 
-def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+def make_generator(cfg: ModelConfig) -> nn.Module:
+    """G for the config's architecture (`arch`: paper here, small in small.py)."""
+    if cfg.arch == "small":
+        from .small import SmallGenerator
+
+        return SmallGenerator(cfg)
+    return Generator(cfg)
+
+
+def make_encoder(cfg: ModelConfig, out_dim: int | None = None) -> nn.Module:
+    """D's encoder architecture, to N_h values (or `out_dim`: the inversion encoder's N_z)."""
+    if cfg.arch == "small":
+        from .small import SmallEncoder
+
+        return SmallEncoder(cfg, out_dim)
+    return Encoder(cfg, out_dim)
+
+
+@contextlib.contextmanager
+def sampling(*modules: nn.Module) -> Iterator[None]:
+    """Eval mode (BatchNorm's running statistics, as an exported model draws) for a block,
+    then each module's own mode back: sample grids and quality checks mid-training."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def build(cfg: ModelConfig) -> tuple[nn.Module, Discriminator]:
     """Fresh G and D for a config (PyTorch's default initialisation)."""
-    return Generator(cfg), Discriminator(cfg)
+    return make_generator(cfg), Discriminator(cfg)

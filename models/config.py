@@ -32,6 +32,7 @@ class JsonConfig:
 
 
 CHANNELS = 3  # images are RGB; grey or RGBA inputs are converted when decoded
+ARCHS = ("paper", "small")
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,28 @@ class ModelConfig(JsonConfig):
     vanishing_residual: bool = opt(False, "vanishing residuals (paper 3.5.1): "
                                           "in' = carry*in + (1-carry)*conv(in), carry 1 -> 0")
     out_tanh: bool = opt(False, "tanh on the outputs of G and of D's decoder, so both stay in "
-                                "(-1, 1) (off: linear outputs, as in the paper)")
+                                "(-1, 1) (off: linear outputs, as in the paper; small: always)")
+    arch: str = opt("paper", "networks: paper (3x3 convs + ELU, models/began.py) or small "
+                             "(BatchNorm G, tiny auto-encoder D with a linear code: the small-"
+                             "compute BEGANs that cover all of Fashion-MNIST, models/small.py)")
+    fc_dim: int = opt(1024, "small: width of G's first fully connected layer")
 
     def __post_init__(self) -> None:
         r = self.resolution
         if not (isinstance(r, int) and r >= 16 and r & (r - 1) == 0):
             raise ValueError(f"resolution must be a power of two >= 16, got {r!r}")
-        for name in ("n", "z_dim", "h_dim", "repeat"):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be {' or '.join(ARCHS)}, got {self.arch!r}")
+        for name in ("n", "z_dim", "h_dim", "repeat", "fc_dim"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         for name in ("skip", "vanishing_residual", "out_tanh"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.arch == "small" and (self.skip or self.vanishing_residual):
+            raise ValueError("skip connections and vanishing residuals are paper-arch options "
+                             "(the small networks have neither)")
 
     @property
     def n_scales(self) -> int:

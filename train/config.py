@@ -128,6 +128,8 @@ class TrainConfig(JsonConfig):
                   f"{name} > 0 needs h_dim == z_dim (got {self.model.h_dim} and "
                   f"{self.model.z_dim})")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.model.arch != "small" or self.batch_size >= 2,
+              "the small networks' BatchNorm needs a batch of 2 or more images per step")
         check(self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0")
         check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "Adam betas must be in [0, 1)")
         check(0.0 < self.lr_decay <= 1.0, f"lr_decay must be in (0, 1], got {self.lr_decay}")

@@ -6,7 +6,9 @@ After the t-th update (t = 1, 2, ...), for every parameter:
 
 with ema_0 = G's initial weights. The warm-up (d_1 = 2/11, d_10 = 0.55, ...) keeps
 the average from holding on to the random initialisation for ~1/(1 - decay) steps.
-Buffers (the vanishing-residual carry) are copied, not averaged.
+BatchNorm's running statistics (the small G) are averaged the same way, so the
+average draws with statistics of weights like its own; other buffers (the
+vanishing-residual carry, BatchNorm's step count) are copied.
 
 The average lives in a copy of G on G's device, so samples and export can use it
 as they use G. In a checkpoint it is the tensors `ema.G.<name>` plus
@@ -46,8 +48,11 @@ class EMA:
         ema = list(self.model.parameters())
         torch._foreach_mul_(ema, d)  # one fused kernel per op on a GPU, not one per tensor
         torch._foreach_add_(ema, [p.detach() for p in G.parameters()], alpha=1.0 - d)
-        for e, b in zip(self.model.buffers(), G.buffers()):
-            e.copy_(b)
+        for (name, e), b in zip(self.model.named_buffers(), G.buffers()):
+            if name.endswith(("running_mean", "running_var")):  # BatchNorm: averaged too
+                e.mul_(d).add_(b, alpha=1.0 - d)
+            else:
+                e.copy_(b)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The average's checkpoint tensors, named without the leading "ema."."""

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from began.models import sampling
+
 from .config import TrainConfig
 from .hooks import Hook, HookContext
 from .rank0 import on_main
@@ -170,9 +172,10 @@ class QualityTracker:
     @torch.no_grad()
     def measure(self, G: nn.Module, D: nn.Module) -> dict[str, float]:
         """The signal for the current weights (no RNG drawn, no gradient, no state changed)."""
-        fake = _batched(G, self.z).float().clamp_(-1.0, 1.0)
-        h_fake = _batched(D.encode, fake)
-        h_real = _batched(D.encode, self.reals)
+        with sampling(G, D):  # BatchNorm: running statistics, and none updated here
+            fake = _batched(G, self.z).float().clamp_(-1.0, 1.0)
+            h_fake = _batched(D.encode, fake)
+            h_real = _batched(D.encode, self.reals)
         row = {"div_pixel": float(mean_pairwise_distance(fake) / self.real_pixel),
                "div_latent": diversity_ratio(h_fake, h_real)}
         if self.kid is not None:

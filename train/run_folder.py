@@ -35,6 +35,7 @@ import torch
 from began.errors import BeganError
 from began.files import remove_stale_temps, write_text
 from began.images import make_grid, save_image, to_uint8
+from began.models import sampling
 
 from .board import Board
 from .checkpoint import list_checkpoints, prune, read_config, save_checkpoint
@@ -229,7 +230,7 @@ class RunFolder:
         """A grid of G(z) as samples/<name>-<step>.png."""
         if not self.d.is_main:
             return
-        with torch.no_grad():
+        with torch.no_grad(), sampling(G):  # BatchNorm: draw as the exported model will
             grid = make_grid(to_uint8(G(z).float().cpu().numpy()))
 
         def write() -> None:
