@@ -137,6 +137,8 @@ def test_cli_embedded_model_end_to_end(ref_folder):
     assert r["kid"]["subset_size"] == 4 and r["msssim"]["pairs"] == 6
     assert 0 < r["msssim"]["samples"] <= 1 and 0 < r["msssim"]["real"] <= 1
     assert r["features"]["reference_cached"] is False
+    # NDB's default 50 bins, capped at one per reference image
+    assert (r["ndb"]["bins"], r["ndb"]["samples"], r["ndb"]["reals"]) == (6, 4, 6)
     again = _eval("--ref", str(ref_folder), "-n", "4", "--device", "cpu")
     assert again["features"]["reference_cached"] is True
     assert again["fid"] == r["fid"] and again["recall"] == r["recall"]
@@ -150,6 +152,62 @@ def test_cli_folder_against_itself(ref_folder):
     assert abs(r["fid"]) < 1e-3
     assert r["precision"] == 1.0 and r["recall"] == 1.0
     assert r["msssim"]["samples"] == pytest.approx(r["msssim"]["real"])
+    assert r["ndb"]["different"] == 0 and r["ndb"]["js"] == 0.0 and r["ndb"]["covered"] == 6
+
+
+class PixelNet:
+    """Stands in for Inception where a test is about NDB: colour means of 4x4 blocks as
+    features (FID and the rest stay computable), no network to load or run."""
+
+    sha256 = "pixels-for-tests"
+    device = "cpu"
+
+    def __init__(self, device):
+        pass
+
+    def features(self, images, batch_size=32, advance=None):
+        x = images.astype(np.float32)
+        n, h, w, c = x.shape
+        f = x.reshape(n, 4, h // 4, 4, w // 4, c).mean(axis=(2, 4)).reshape(n, -1)
+        if advance is not None:
+            advance(n)
+        return f
+
+
+@pytest.fixture()
+def pixel_net(monkeypatch):
+    monkeypatch.setattr(ev, "Inception", PixelNet)
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory) -> Path:
+    from conftest import draw_images
+
+    folder = tmp_path_factory.mktemp("many")
+    draw_images(folder, 60, size=32, seed=3)
+    return folder
+
+
+def test_ndb_is_reported_with_its_counts(pixel_net, many_images):
+    """`--bins K`: NDB's figures, K, and the sample and reference counts in --json and the
+    table; --bins 0 leaves them out."""
+    r = _eval("--ref", str(many_images), "-n", "40", "--bins", "5", "--device", "cpu")
+    b = r["ndb"]
+    assert (b["bins"], b["samples"], b["reals"], b["alpha"]) == (5, 40, 60, 0.05)
+    assert 0 <= b["different"] <= 5 and b["ndb_k"] == b["different"] / 5
+    assert 0 <= b["js"] <= 1 and 0 <= b["covered"] <= 5
+    assert r["seconds"]["ndb"] < 30
+    # a folder against itself: the same shares in every bin
+    same = _eval(str(many_images), "--ref", str(many_images), "--resolution", "32",
+                 "--bins", "7", "--ref-n", "50", "-n", "50")
+    assert same["ndb"] == {**same["ndb"], "bins": 7, "samples": 50, "reals": 50,
+                           "different": 0, "ndb_k": 0.0, "js": 0.0, "covered": 7}
+    res = CliRunner().invoke(make_app(), ["eval", "--ref", str(many_images), "-n", "8",
+                                          "--bins", "4", "--pairs", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "NDB / K" in res.output and "of 4 k-means bins differ" in res.output
+    assert "8 samples vs 60 reference images" in res.output
+    assert "ndb" not in _eval("--ref", str(many_images), "-n", "8", "--bins", "0")
 
 
 def test_run_samples_match_the_exported_bundle(tiny_run, tiny_bundle):
@@ -193,6 +251,7 @@ def test_write_card(tmp_path, ref_folder):
     card = (model / "MODEL_CARD.md").read_text()
     assert card.count("## Evaluation (`began eval`)") == 1
     assert f"| FID | {r['fid']:.2f} |" in card
+    assert f"| bins the samples fill | {r['ndb']['covered']} of 6 |" in card
     # The hand-written part is kept; only the section between the markers is replaced.
     before = (DEFAULT_MODEL / "MODEL_CARD.md").read_text().split("<!-- began eval: begin -->")[0]
     assert card.startswith(before.rstrip("\n"))

@@ -94,11 +94,14 @@ def small_setup(steps=100, **over):
 
 
 def test_a_constant_generator_reads_as_collapse_once():
+    """Its row also holds the bin columns now (64 reals: 6 bins, 1 filled, most of them
+    significantly different: a small bin emptied is not significant at 64 samples)."""
     cfg, images, G, D = small_setup()
     tr = QualityTracker(cfg, images, torch.device("cpu"))
     flat = Constant(torch.zeros(1, 3, 16, 16))
     row = tr.measure(flat, D)
-    assert row == {"div_pixel": 0.0, "div_latent": 0.0}
+    assert row.pop("ndb") >= 0.8
+    assert row == {"div_pixel": 0.0, "div_latent": 0.0, "bins_covered": 1, "bins": 6}
     # A flat G is what every run starts with: not judged before 25% of the 100 steps.
     assert tr.judge(20, row).message is None and not tr.judge(20, row).collapsed
     first = tr.judge(30, row)
@@ -143,7 +146,7 @@ def test_measure_draws_nothing_from_the_training_streams():
     b = tr.measure(G, D)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert torch.equal(gen.get_state(), gen_before)
-    assert a == b and set(a) == {"div_pixel", "div_latent"}
+    assert a == b and set(a) == {"div_pixel", "div_latent", "ndb", "bins_covered", "bins"}
     assert 0 < a["div_pixel"] and 0 < a["div_latent"]
     # The real batch is a fixed, seeded choice: a second tracker sees the same one.
     assert torch.equal(QualityTracker(cfg, images, torch.device("cpu")).reals, tr.reals)
@@ -176,6 +179,97 @@ def test_with_kid_the_lowest_kid_is_best():
     assert best == [True, True, False, True] and tr.state.best_step == 50
 
 
+# --- bin coverage (train/coverage.py) ----------------------------------------------
+
+class Drawn(nn.Module):
+    """A generator that draws the given images, in order, whatever z is."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images, self.at = images, 0
+
+    def forward(self, z):
+        out = self.images[self.at:self.at + len(z)]
+        self.at = (self.at + len(z)) % len(self.images)
+        return out
+
+
+def as_u8(x):
+    return ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def test_bins_see_the_modes_a_generator_draws():
+    """Ten modes in the data, ten bins: samples of all ten fill them all, three modes fill
+    three, one fills one; K caps at one bin per 10 reals."""
+    cfg, _, _, D = small_setup(eval_bins=10)
+    cfg = cfg.replace(eval_samples=256)
+    centres = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(99)) * 2 - 1
+    tr = QualityTracker(cfg, as_u8(blobs(400, seed=1, centres=centres)), torch.device("cpu"))
+    assert tr.bins.k == 10
+
+    def measure(modes, seed):
+        return tr.measure(Drawn(blobs(256, seed=seed, centres=centres[modes])), D)
+
+    like = measure(list(range(10)), 2)
+    assert like["bins"] == 10 and like["bins_covered"] == 10 and like["ndb"] <= 0.2
+    three = measure([1, 4, 8], 3)
+    assert three["bins_covered"] == 3 and three["ndb"] >= 0.7
+    one = measure([6], 4)
+    assert one["bins_covered"] == 1 and one["ndb"] >= 0.9
+    assert QualityTracker(cfg.replace(eval_samples=50), as_u8(blobs(400, seed=1)),
+                          torch.device("cpu")).bins.k == 5
+    # 19 reals: under 2 bins, coverage is off and "best" is the diversity rule's
+    off = QualityTracker(cfg.replace(eval_samples=19), as_u8(blobs(400, seed=1)),
+                         torch.device("cpu"))
+    assert off.bins is None and off.best_by == "diversity"
+    assert set(off.measure(Drawn(blobs(19, seed=5)), D)) == {"div_pixel", "div_latent"}
+    assert QualityTracker(cfg.replace(eval_bins=0), as_u8(blobs(400, seed=1)),
+                          torch.device("cpu")).bins is None
+
+
+def test_few_bins_covered_is_collapse_however_spread_the_pixels():
+    cfg, images, _, _ = small_setup(steps=100)
+    tr = QualityTracker(cfg, images, torch.device("cpu"))
+    assert tr.best_by == "bins"
+    row = {"div_pixel": 0.9, "div_latent": 0.8, "ndb": 0.8, "bins_covered": 1, "bins": 6}
+    v = tr.judge(30, row)
+    assert v.collapsed and v.first and not v.best
+    assert v.message.startswith("collapse at step 30: samples vary 0.90x as much as real "
+                                "images in pixels and 0.80x in D's latent space, and fill 1 "
+                                "of the real images' 6 k-means bins (threshold 0.25)")
+    # 2 of 6 is a third of the bins the reals fill: not collapse
+    assert not tr.judge(40, {**row, "bins_covered": 2}).collapsed
+
+
+def test_best_is_the_most_bins_covered_then_the_diversity_rule():
+    cfg, images, _, _ = small_setup(steps=100, collapse_threshold=0.3)
+    tr = QualityTracker(cfg, images, torch.device("cpu"))
+
+    def judge(step, covered, div):
+        return tr.judge(step, {"div_pixel": div, "div_latent": div, "ndb": 0.5,
+                               "bins_covered": covered, "bins": 6}).best
+
+    assert judge(10, 3, 0.9)  # first: best
+    assert judge(20, 4, 0.5)  # more bins covered beats more diverse
+    assert not judge(30, 3, 1.0)  # fewer bins: never best, however diverse
+    assert judge(40, 4, 0.52)  # tie on bins: the diversity rule (0.52 >= 0.5)
+    assert judge(50, 4, 0.48)  # within 0.05 of 0.52: the newer one
+    assert not judge(60, 4, 0.4)  # not within it
+    assert judge(70, 5, 0.35)  # a new level: its own diversity starts over
+    assert judge(80, 5, 0.36)
+    assert tr.state.best_step == 80 and tr.state.best_coverage == 5 / 6
+    assert tr.state.best_value == 0.36
+    # Kept in the checkpoint; a state measured another way (a run from before the bins)
+    # starts its best over, keeping where it collapsed and took off.
+    again = QualityTracker(cfg, images, torch.device("cpu"))
+    again.restore(tr.state.to_dict())
+    assert again.state == tr.state
+    again.restore({"best_step": 40, "best_value": 0.9, "best_by": "diversity",
+                   "collapse_step": 30, "live_step": 10})
+    assert again.state.best_step is None and again.state.best_by == "bins"
+    assert (again.state.collapse_step, again.state.live_step) == (30, 10)
+
+
 # --- in a training run -------------------------------------------------------------
 
 def test_a_run_logs_the_columns_on_the_cadence(image_folder, tmp_path, capsys):
@@ -190,9 +284,14 @@ def test_a_run_logs_the_columns_on_the_cadence(image_folder, tmp_path, capsys):
             assert "kid" not in r  # off on the CPU by default
     err = capsys.readouterr().err
     assert "div " in err  # shown on the plain progress line
+    # 48 images: 4 bins. The signal (quality) is the smallest of the three ratios.
+    for r in rows:
+        if "div_pixel" in r:
+            assert r["bins"] == 4 and 1 <= r["bins_covered"] <= 4 and 0 <= r["ndb"] <= 1
+            assert r["quality"] == min(r["div_pixel"], r["div_latent"], r["bins_covered"] / 4)
     # A best is kept once the signal reaches 0.25; a flat G reads collapse after 5 steps.
     best = out / "checkpoints" / BEST_NAME
-    if any(min(r["div_pixel"], r["div_latent"]) >= 0.25 for r in rows if "div_pixel" in r):
+    if any(r["quality"] >= 0.25 for r in rows if "div_pixel" in r):
         assert best.exists()
     else:
         assert "collapse at step 6" in err
@@ -289,9 +388,9 @@ def test_resume_with_tracking_is_exact(image_folder, tmp_path):
     assert_same_state(checkpoint_at(halves, 20), checkpoint_at(straight, 20))
     ref = {r["step"]: r for r in stats(straight)}
     rows = {r["step"]: r for r in stats(halves)}
+    cols = ("div_pixel", "div_latent", "ndb", "bins_covered", "bins", "quality")
     for step in (6, 12, 18):  # the evaluations: the same numbers
-        assert {k: rows[step][k] for k in ("div_pixel", "div_latent", "quality")} == {
-            k: ref[step][k] for k in ("div_pixel", "div_latent", "quality")}
+        assert {k: rows[step][k] for k in cols} == {k: ref[step][k] for k in cols}
     # Row 12 averages steps 11-12 after the first call's extra row at 10; 18 is whole.
     assert {**rows[18], "images_per_s": 0} == {**ref[18], "images_per_s": 0}
     best = [load_checkpoint(p / "checkpoints" / BEST_NAME) for p in (straight, halves)

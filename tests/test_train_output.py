@@ -146,3 +146,5 @@ def test_quality_text():
     assert quality_text({"div_pixel": 0.91, "div_latent": 0.42, "kid": 3.14}) == \
         "div 0.42  KID 3.1"
     assert quality_text({"div_pixel": 0.02, "div_latent": 0.00472}) == "div 0.0047"
+    assert quality_text({"div_pixel": 0.9, "div_latent": 0.8, "ndb": 0.125, "bins_covered": 15,
+                         "bins": 16}) == "div 0.8  bins 15/16"

@@ -90,10 +90,14 @@ class TrainConfig(JsonConfig):
     eval_samples: int = opt(256, "generated and real images in each quality evaluation")
     eval_kid: str = opt("auto", "quality evaluations also compute KID (Inception features): "
                                 "auto (on CUDA only: slow on a CPU), on, off")
-    collapse_threshold: float = opt(0.25, "collapse when min(div_pixel, div_latent) falls "
-                                         "below this, once it has reached it or after 25% "
-                                         "of --steps (1 = as varied as the data; fully "
-                                         "collapsed runs read 0.0-0.15)")
+    eval_bins: int = opt(16, "k-means bins of the real batch for the coverage part of each "
+                             "quality evaluation (NDB, bins_covered; at most one bin per 10 "
+                             "eval samples); 0: off")
+    collapse_threshold: float = opt(0.25, "collapse when min(div_pixel, div_latent, "
+                                         "bins_covered / bins) falls below this, once it "
+                                         "has reached it or after 25% of --steps (1 = as "
+                                         "varied as the data; fully collapsed runs read "
+                                         "0.0-0.15)")
     stop_on_collapse: bool = opt(False, "end the run (exit 0, with a checkpoint; the best "
                                         "one is kept) when collapse is detected")
     workers: int = opt(0, "image decoding processes (0: min(cores, 8))")
@@ -153,6 +157,7 @@ class TrainConfig(JsonConfig):
               f"eval_every must be a multiple of log_every ({self.log_every}), got "
               f"{self.eval_every}: evaluations land on stats rows")
         check(self.eval_samples >= 2, f"eval_samples must be >= 2, got {self.eval_samples}")
+        check(self.eval_bins >= 0, f"eval_bins must be >= 0, got {self.eval_bins}")
         check(self.eval_kid in ("auto", "on", "off"),
               f"eval_kid must be auto, on or off, got {self.eval_kid!r}")
         check(self.collapse_threshold >= 0,
@@ -196,7 +201,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 RESUMABLE_CHANGES = frozenset(
     {"data_dir", "steps", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
      "workers", "data_on_device", "fast_step", "eval_every", "eval_samples", "eval_kid",
-     "collapse_threshold", "stop_on_collapse"}
+     "eval_bins", "collapse_threshold", "stop_on_collapse"}
 )
 
 

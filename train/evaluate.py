@@ -5,6 +5,8 @@
                         model's crop/background/resample/resolution), a fixed subset
     both -> pool3 features (reference ones cached) -> FID, KID, precision/recall
     both -> mean pairwise MS-SSIM (diversity)
+    both -> NDB: k-means bins of the reference pixels, samples tested bin by bin
+            (train/coverage.py; seconds, no network)
 
 The figures, with the counts behind them, go into one JSON-able dict; `table`
 renders it for people, `write_card` adds it to a bundle's manifest and card.
@@ -25,7 +27,7 @@ import numpy as np
 from began.decode import Preprocess
 from began.errors import BeganError, UsageError
 from began.files import write_text
-from began.train import metrics
+from began.train import coverage, metrics
 from began.train.data import NoImagesError, default_cache_dir, load_image_folder
 from began.train.inception import NETWORK_FILE, NETWORK_PACKAGE, PREPROCESS, Inception
 
@@ -38,6 +40,8 @@ KID_SUBSET_SIZE = 1000
 PR_K = 3
 MSSSIM_PAIRS = 1000
 REF_SUBSET_SEED = 0  # fixed, so reruns pick the same reference images and hit the cache
+NDB_BINS = 50  # the paper's smallest K; 2,000 reals give 40 a bin
+NDB_SEED = 0  # k-means++ seeding: fixed, so reruns bin the same way
 
 
 @dataclass
@@ -148,8 +152,10 @@ def _load_folder(path: Path, pre: Preprocess, progress: bool | None, what: str):
 def evaluate(samples: Samples, ref_dir: Path, ref_n: int | None, device: str,
              batch_size: int, progress_factory: Callable | None = None,
              say: Callable[[str], None] = lambda s: None,
-             cache_dir: Path | None = None, msssim_pairs: int = MSSSIM_PAIRS) -> dict[str, Any]:
-    """All figures for `samples` against the reference folder, as one JSON-able dict."""
+             cache_dir: Path | None = None, msssim_pairs: int = MSSSIM_PAIRS,
+             bins: int = NDB_BINS) -> dict[str, Any]:
+    """All figures for `samples` against the reference folder, as one JSON-able dict;
+    NDB over `bins` k-means bins (at most one per reference image; 0: none)."""
     from began.train.inception import reference_features
 
     progress = progress_factory or (lambda total, label: _no_progress())
@@ -198,12 +204,15 @@ def evaluate(samples: Samples, ref_dir: Path, ref_n: int | None, device: str,
         "pairs": msssim_pairs,
     }
     t5 = time.perf_counter()
+    if bins:
+        result["ndb"] = coverage.ndb(real_u8, samples.images, bins, seed=NDB_SEED)
+    t6 = time.perf_counter()
     result["features"] = {"network": f"TF-Inception pool3, {NETWORK_FILE} from {NETWORK_PACKAGE}",
                           "sha256": net.sha256, "preprocess": PREPROCESS,
                           "device": str(net.device), "reference_cached": cached}
     result["seconds"] = {"setup": t1 - t0, "reference_features": t2 - t1,
                          "sample_features": t3 - t2, "fid_kid_pr": t4 - t3,
-                         "msssim": t5 - t4}
+                         "msssim": t5 - t4, "ndb": t6 - t5}
     return result
 
 
@@ -237,6 +246,15 @@ def table(r: dict[str, Any]) -> str:
         f"  MS-SSIM samples  {ms['samples']:10.3f}   real images {ms['real']:.3f} "
         f"({ms['pairs']} random pairs each; higher than real = less varied)",
     ]
+    if "ndb" in r:
+        b = r["ndb"]
+        lines += [
+            f"  NDB / K          {b['ndb_k']:10.3f}   ({b['different']} of {b['bins']} k-means "
+            f"bins differ, p < {b['alpha']:g}; {b['samples']} samples vs {b['reals']} "
+            "reference images)",
+            f"  JS (bins)        {b['js']:10.4f}   (samples fill {b['covered']} of the "
+            f"{b['bins']} bins; few = mode collapse)",
+        ]
     return "\n".join(lines)
 
 
@@ -254,6 +272,12 @@ def card_section(r: dict[str, Any]) -> str:
         (f"recall (k = {r['k']})", f"{r['recall']:.3f}"),
         ("MS-SSIM among samples / among real images", f"{ms['samples']:.3f} / {ms['real']:.3f}"),
     ]
+    if "ndb" in r:
+        b = r["ndb"]
+        rows += [(f"NDB / K (K = {b['bins']} k-means bins of the reference pixels)",
+                  f"{b['ndb_k']:.3f} ({b['different']} bins differ)"),
+                 ("JS divergence of the bin histograms (bits)", f"{b['js']:.4f}"),
+                 ("bins the samples fill", f"{b['covered']} of {b['bins']}")]
     body = "\n".join(f"| {a} | {b} |" for a, b in rows)
     return (f"{CARD_BEGIN}\n## Evaluation (`began eval`)\n\n"
             f"{r['samples']} samples (seeds from {r.get('seed', 0)}) against {ref['used']} of the "

@@ -95,6 +95,8 @@ def quality_text(row: dict[str, Any]) -> str:
     parts = []
     if "div_pixel" in row and "div_latent" in row:
         parts.append(f"div {min(row['div_pixel'], row['div_latent']):.2g}")  # 0.83, 0.0047
+    if "bins_covered" in row and "bins" in row:
+        parts.append(f"bins {row['bins_covered']}/{row['bins']}")
     if "kid" in row:
         parts.append(f"KID {row['kid']:.1f}")
     return "  ".join(parts)

@@ -1,4 +1,4 @@
-"""`began eval [SOURCE] --ref DIR`: FID, KID, precision/recall and MS-SSIM diversity.
+"""`began eval [SOURCE] --ref DIR`: FID, KID, precision/recall, MS-SSIM diversity and NDB.
 
 SOURCE is a training run (rebuilt from a checkpoint), a model bundle, or a
 folder of images; without it, the --model bundle (default: the embedded one).
@@ -76,13 +76,17 @@ def eval_(
         help="Folders only: the side both folders are decoded to \\[default: 64]."),
     pairs: int = typer.Option(1000, "--pairs", min=1, metavar="P",
                               help="Random pairs for each mean MS-SSIM (samples, real images)."),
+    bins: int = typer.Option(50, "--bins", min=0, metavar="K",
+                             help="k-means bins of the reference pixels for NDB, the mode "
+                                  "coverage test (seconds; at most one per reference image); "
+                                  "0: off."),
     write_card: bool = typer.Option(False, "--write-card",
                                     help="Models only: add the figures to the bundle's "
                                          "manifest.json ('eval') and MODEL_CARD.md."),
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure sample quality: FID, KID, precision/recall (Inception) and MS-SSIM diversity."""
+    """Measure sample quality: FID, KID, precision/recall, MS-SSIM and NDB mode coverage."""
     o = Out(as_json, quiet)
     src = _source(source, model, step, weights)
     if write_card and src.kind != "model":
@@ -125,7 +129,7 @@ def eval_(
           f"{samples.about['path']}; features on {dev}")
     result = ev.evaluate(samples, ref, ref_n, dev, bs,
                          progress_factory=None if quiet else o.progress, say=o.say,
-                         msssim_pairs=pairs)
+                         msssim_pairs=pairs, bins=bins)
     result["seed"] = seed
     if write_card:
         for p in ev.write_card(Path(samples.about["path"]), result):
