@@ -251,6 +251,9 @@ def test_write_card(tmp_path, ref_folder):
     card = (model / "MODEL_CARD.md").read_text()
     assert card.count("## Evaluation (`began eval`)") == 1
     assert f"| FID | {r['fid']:.2f} |" in card
+    used = r["reference"]["used"]
+    assert (f"FID (4 samples vs {used:,} images of `{ref_folder.name}`): {r['fid']:.1f}"
+            in card.splitlines())
     assert f"| bins the samples fill | {r['ndb']['covered']} of 6 |" in card
     # The hand-written part is kept; only the section between the markers is replaced.
     before = (DEFAULT_MODEL / "MODEL_CARD.md").read_text().split("<!-- began eval: begin -->")[0]

@@ -262,6 +262,13 @@ CARD_BEGIN = "<!-- began eval: begin -->"
 CARD_END = "<!-- began eval: end -->"
 
 
+def fid_line(r: dict[str, Any]) -> str:
+    """The headline, with both counts in it: FID falls as they grow."""
+    ref = r["reference"]
+    return (f"FID ({r['samples']:,} samples vs {ref['used']:,} images of "
+            f"`{Path(ref['path']).name}`): {r['fid']:.1f}")
+
+
 def card_section(r: dict[str, Any]) -> str:
     kid, ms = r["kid"], r["msssim"]
     ref = r["reference"]
@@ -284,6 +291,7 @@ def card_section(r: dict[str, Any]) -> str:
             f"{ref['images']} images in `{Path(ref['path']).name}`, decoded as in training; "
             f"TF-Inception pool3 features; KID over {kid['subsets']} subsets of "
             f"{kid['subset_size']}; MS-SSIM over {ms['pairs']} random pairs.\n\n"
+            f"{fid_line(r)}\n\n"
             f"| figure | value |\n|---|---|\n{body}\n{CARD_END}\n")
 
 
