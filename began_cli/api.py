@@ -16,6 +16,8 @@ The CLI's commands call the functions below, so both give the same numbers.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import latent
-from .errors import UsageError
+from .errors import BeganError, UsageError
 from .images import to_uint8
 from .inputs import collect, preprocess_for, read, to_float
 from .seeds import MAX_SEED, parse_seeds, z_for_seeds
@@ -105,6 +107,38 @@ def score_figures(model, x: np.ndarray, n: int, batch_size: int = 64) -> dict[st
             "diversity": div}
 
 
+# --------------------------------------------------------------------------- the API's words
+
+# Code shared with the CLI words its errors for the command line; through the API they
+# name this API's parameters instead (`--device cpu` -> `device='cpu'`).
+_MODEL_FLAG = re.compile(r"pass --model( DIR)?")
+_VALUE_FLAG = re.compile(r"(?<![\w-])--(seeds|device|precision) ('[^']*'|\S*[^\s,;.)])")
+_PLAIN_FLAG = re.compile(r"(?<![\w-])(--(steps|refine|method|space|truncation|max-images)|-n)"
+                         r"(?![\w-])")
+
+
+def _api_words(text: str | None) -> str | None:
+    if not text:
+        return text
+    text = _MODEL_FLAG.sub("call began.load(path)", text)
+    text = _VALUE_FLAG.sub(lambda m: f"{m[1]}="
+                           + (m[2] if m[2].startswith("'") else repr(m[2])), text)
+    return _PLAIN_FLAG.sub(lambda m: m[1].lstrip("-").replace("-", "_") + "=", text)
+
+
+def _speaks_api(fn):
+    """Errors raised inside `fn` name the API's parameters, not the CLI's flags."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BeganError as e:
+            e.message, e.hint = _api_words(e.message), _api_words(e.hint)
+            e.args = (e.message,)
+            raise
+    return call
+
+
 # --------------------------------------------------------------------------- the API
 
 
@@ -123,6 +157,12 @@ class Inversion:
 
     def __len__(self) -> int:
         return len(self.z)
+
+
+def _at_least(name: str, value: int, low: int, example: int) -> None:
+    if value < low:
+        raise UsageError(f"{name}= must be at least {low}, got {value}",
+                         f"e.g. {name}={example}")
 
 
 def _seed_list(seeds: int | str | Iterable[int]) -> list[int]:
@@ -144,6 +184,7 @@ class Model:
         self.batch_size = 1024 if runtime.provider.kind == "cuda" else 64
 
     @classmethod
+    @_speaks_api
     def open(cls, path: str | Path | None = None, device: str = "auto",
              precision: str = "auto") -> "Model":
         """`path`: a folder from `began export`; None: $BEGAN_MODEL, else the embedded model."""
@@ -171,21 +212,28 @@ class Model:
     def manifest(self) -> dict[str, Any]:
         return self.runtime.bundle.manifest
 
+    @_speaks_api
     def z(self, seeds: int | str | Iterable[int], truncation: float = 1.0) -> np.ndarray:
         """The CLI's z for each seed: (N, N_z) float32, uniform in [-1, 1] times truncation."""
+        if not 0.0 <= truncation <= 1.0:
+            raise UsageError(f"truncation= must be in [0, 1], got {truncation}",
+                             "e.g. truncation=0.7: less variety, more typical images")
         return z_for_seeds(_seed_list(seeds), self.z_dim, truncation)
 
+    @_speaks_api
     def generate(self, z: np.ndarray, as_float: bool = False) -> np.ndarray:
         out = self.runtime.generate(np.asarray(z, np.float32).reshape(-1, self.z_dim),
                                     batch_size=self.batch_size)
         return out if as_float else to_uint8(out)
 
+    @_speaks_api
     def sample(self, seeds: int | str | Iterable[int], truncation: float = 1.0,
                as_float: bool = False) -> np.ndarray:
         """Images for seeds (an int, '0-7,42', or any iterable of ints): (N, R, R, 3) uint8,
         or the float32 (N, 3, R, R) output with as_float=True."""
         return self.generate(self.z(seeds, truncation), as_float=as_float)
 
+    @_speaks_api
     def load_images(self, images: ImagesLike) -> tuple[list[str], np.ndarray]:
         """(names, float32 (N, 3, R, R) in [-1, 1]) from paths, folders or arrays; files are
         decoded exactly as the training images were."""
@@ -221,23 +269,26 @@ class Model:
             raise UsageError("no images", "pass image paths, folders or arrays")
         return names, to_float(np.stack(pixels))
 
+    @_speaks_api
     def invert(self, images: ImagesLike, refine: int = 0, lr: float = 0.05) -> Inversion:
         """z for each image through the encoder, then `refine` Adam steps on
         mean |clip(G(z), -1, 1) - x| (the best z seen is kept)."""
+        _at_least("refine", refine, 0, 100)
         names, x = self.load_images(images)
         z, recon = latent.invert(self.runtime, x, refine, lr=lr, batch_size=self.batch_size)
         f = inversion_figures(self.runtime, x, recon)
         return Inversion(names, z, to_uint8(x), to_uint8(recon), f["l1"], f["psnr"],
                          f["ratio"], f["outside"])
 
+    @_speaks_api
     def interpolate(self, points: Sequence[Any], steps: int = 8, method: str = "slerp",
                     space: str = "g", refine: int = 0, as_float: bool = False) -> np.ndarray:
         """Frames through two or more points, `steps` per segment (both ends included):
         seeds (ints) or images (paths or arrays, inverted through the encoder)."""
         if isinstance(points, (str, Path, np.ndarray)) or len(points) < 2:
             raise UsageError("interpolation needs at least two points", "e.g. [3, 17]")
-        if steps < 2:
-            raise UsageError(f"steps must be at least 2, got {steps}", "e.g. steps=8")
+        _at_least("steps", steps, 2, 8)
+        _at_least("refine", refine, 0, 100)
         if all(isinstance(p, (int, np.integer)) for p in points):
             x, z = None, self.z(points)
         else:
@@ -246,6 +297,7 @@ class Model:
                       batch_size=self.batch_size)
         return frames if as_float else to_uint8(frames)
 
+    @_speaks_api
     def score(self, data: ImagesLike, n: int = 1000, max_images: int = 2000) -> dict[str, Any]:
         """`began score`'s figures for real images (a folder, paths or arrays) and n samples;
         from a folder, a fixed random subset of at most max_images is used, as in the CLI."""
@@ -265,6 +317,7 @@ def subset(sources: list, limit: int) -> list:
     return [sources[i] for i in pick]
 
 
+@_speaks_api
 def load(path: str | Path | None = None, device: str = "auto", precision: str = "auto"
          ) -> Model:
     """Open a model bundle (default: $BEGAN_MODEL, else the embedded model)."""

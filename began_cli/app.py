@@ -3,27 +3,28 @@
 `main()` owns the process contract: human text on stderr, one `error:` line
 and a `hint:` for errors a user can cause, and documented exit codes
 (see errors.py). `--version` answers before Typer, onnxruntime or torch load.
+-v and -q work before or after the verb (voice.py); -vv shows tracebacks.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 
-from . import __version__
+from . import __version__, voice
 from .errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, BeganError, StdoutError
-
-# Set by the global -v option; tracebacks of unexpected errors only with -vv.
-VERBOSITY = {"level": 0}
 
 
 def _plain_flags() -> None:
-    """Typer 0.2x prints a type after every parameter: `<bool>` after flags (--json, --help),
-    which take no value, and `<list[str]>` after arguments whose metavar already says what
-    they are. Show neither, as click does. A no-op where Typer's internals differ."""
+    """Typer 0.2x prints a type after every parameter: `<bool>` after flags (--json, --help)
+    and `<int>` after counted ones (-v), which take no value, and `<list[str]>` after
+    arguments whose metavar already says what they are. Show none, as click does. A no-op
+    where Typer's internals differ."""
     from typer import core
 
-    plain = {"TyperOption": lambda p: getattr(p, "is_flag", False) and not p.count,
+    plain = {"TyperOption": lambda p: getattr(p, "is_flag", False) or p.count,
              "TyperArgument": lambda p: p.metavar is not None}
     for name, hide in plain.items():
         cls = getattr(core, name, None)
@@ -36,6 +37,32 @@ def _plain_flags() -> None:
 
         cls.display_type_rich = display_type_rich
         cls._began_plain = True
+
+
+def _with_voice(verb):
+    """The verb with the root's -v as its own option too (counts add up: `began -v sample
+    -v` is -vv), and its own -q (where it has one) also set by the root's -q. Done here,
+    once, so every verb takes them after its name without a parameter of its own."""
+    import typer
+
+    sig = inspect.signature(verb, eval_str=True)
+    loud = inspect.Parameter("began_verbose", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                             default=typer.Option(0, "--verbose", "-v", count=True,
+                                                  show_default=False,
+                                                  help="More detail on stderr (the provider "
+                                                       "line); -vv shows tracebacks."))
+
+    @functools.wraps(verb)
+    def run_verb(*args, began_verbose: int = 0, **kwargs):
+        voice.louder(began_verbose)
+        if "quiet" in kwargs:
+            kwargs["quiet"] = kwargs["quiet"] or voice.quiet()
+            if kwargs["quiet"]:
+                voice.hush()
+        return verb(*args, **kwargs)
+
+    run_verb.__signature__ = sig.replace(parameters=[*sig.parameters.values(), loud])
+    return run_verb
 
 
 def make_app():
@@ -57,24 +84,27 @@ def make_app():
 
     @app.callback()
     def _root(
-        verbose: int = typer.Option(0, "--verbose", "-v", count=True,
-                                    help="More detail on stderr; -vv shows tracebacks."),
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                    help="More detail on stderr (the provider line); -vv "
+                                         "shows tracebacks. Also after the verb."),
+        quiet: bool = typer.Option(False, "--quiet", "-q",
+                                   help="Only errors on stderr. Also after the verb."),
         version: bool = typer.Option(False, "--version", help="Print the version and exit."),
     ) -> None:
-        VERBOSITY["level"] = verbose
+        voice.reset(verbose, quiet)  # each command starts from its own flags
         if version:
             print(f"began {__version__}")
             raise typer.Exit()
 
-    app.command("sample")(sample.sample)
-    app.command("interpolate")(interpolate.interpolate)
-    app.command("invert", no_args_is_help=True)(invert.invert)
-    app.command("score", no_args_is_help=True)(score.score)
-    app.command("info")(info.info)
-    app.command("train", no_args_is_help=True)(train.train)
-    app.command("plot", no_args_is_help=True)(plot.plot)
-    app.command("export", no_args_is_help=True)(export.export)
-    app.command("eval", no_args_is_help=True)(eval_cmd.eval_)
+    # A verb that needs arguments prints its help when it has none (no `error:` line);
+    # sample and info do their job without any.
+    verbs = [("sample", sample.sample, False), ("interpolate", interpolate.interpolate, True),
+             ("invert", invert.invert, True), ("score", score.score, True),
+             ("info", info.info, False), ("train", train.train, True),
+             ("plot", plot.plot, True), ("export", export.export, True),
+             ("eval", eval_cmd.eval_, True)]
+    for name, verb, needs_args in verbs:
+        app.command(name, no_args_is_help=needs_args)(_with_voice(verb))
     return app
 
 
@@ -158,7 +188,7 @@ def run(argv: list[str]) -> int:
                                       "--max-images")
         return EXIT_FATAL
     except Exception as e:  # a bug, not a user error: say so, traceback with -vv
-        if VERBOSITY["level"] >= 2:
+        if voice.verbose() >= 2:
             raise
         _print_error(f"unexpected {type(e).__name__}: {e}",
                      "rerun with -vv for the traceback and report it")

@@ -6,6 +6,7 @@ exercised on a copy without the reference and on a linear stand-in for an unclip
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,38 @@ def test_score_pixel_diversity_uses_clipped_samples():
     raw = Fake().generate(z_for_seeds(list(range(8)), 2))
     assert samples == pytest.approx(mean_pairwise_distance(np.clip(raw, -1, 1)))
     assert samples < mean_pairwise_distance(raw) / 10
+
+
+def test_errors_name_the_api_parameters_not_cli_flags(tiny, tmp_path, capsys):
+    """Code shared with the CLI words its errors for the command line; through the API
+    they name began.load's and the methods' parameters (issue 22)."""
+    from began.errors import BeganError
+    from began.runtime import cuda_status
+
+    flag = re.compile(r"(?<![\w-])(--(?!no-fp16)[a-z][a-z-]*|-n)(?![\w-])")  # export's flag ok
+    cases = {  # the call -> words its error must use
+        "sample-range": (lambda: tiny.sample("5-2"), "seeds='5-2'"),
+        "sample-words": (lambda: tiny.sample("abc"), "seeds='abc'"),
+        "z-empty": (lambda: tiny.z(""), "seeds=''"),
+        "truncation": (lambda: tiny.sample(1, truncation=2.0), "truncation="),
+        "steps": (lambda: tiny.interpolate([1, 2], steps=1), "steps="),
+        "refine": (lambda: tiny.interpolate([1, 2], refine=-1), "refine="),
+        "invert-refine": (lambda: tiny.invert(np.zeros((16, 16, 3), np.uint8), refine=-5),
+                          "refine="),
+        "missing-model": (lambda: began.load(tmp_path / "nope", device="cpu"),
+                          "began.load(path)"),
+        "fp16": (lambda: began.load(tiny.runtime.bundle.root, device="cpu",
+                                    precision="fp16").sample(1), "precision='fp32'"),
+    }
+    if not cuda_status()[0]:
+        cases["cuda"] = (lambda: began.load(device="cuda"), "device='cpu'")
+    for name, (call, words) in cases.items():
+        with pytest.raises(BeganError) as e:
+            call()
+        text = f"{e.value.message} | {e.value.hint}"
+        assert words in text, (name, text)
+        assert not flag.search(text), (name, text)
+        assert str(e.value) == e.value.message  # the exception reads as its message
+    # The CLI keeps its own words for the same mistake.
+    code, _, err = cli(capsys, "sample", "--seeds", "5-2", "-m", tiny.runtime.bundle.root)
+    assert code == 2 and "in --seeds '5-2'" in err

@@ -61,7 +61,7 @@ VALUES = st.one_of(st.integers(-5, 40).map(str), st.sampled_from(
      "sub/dir/grid.png", "/dev/null/x", "a\x00b"]))
 SAMPLE_FLAGS = ["-n", "--seed", "--seeds", "--nrow", "--truncation", "--batch-size",
                 "--format", "--device", "--precision", "--out", "--outdir"]
-SWITCHES = ["--json", "-q", "--overwrite", "--skip-existing", "--bogus"]
+SWITCHES = ["--json", "-q", "-v", "--overwrite", "--no-clobber", "--skip-existing", "--bogus"]
 
 
 @st.composite

@@ -193,7 +193,7 @@ def test_sample_json_lines(app, tiny_bundle, tmp_path):
         assert isinstance(row["ms"], (int, float)) and row["ms"] >= 0
         assert Path(row["path"]) == tmp_path / f"seed{row['seed']:06d}.png"
         assert Path(row["path"]).is_file()
-    assert r.stderr.startswith("provider: CPUExecutionProvider")  # human text on stderr
+    assert r.stderr == f"wrote 3 files to {tmp_path}\n"  # human text on stderr; no provider
 
     # The grid: one object; -q leaves stderr empty.
     r = invoke(app, "sample", "-n", 2, "--out", tmp_path / "g.png", "--json", "-q",
@@ -235,19 +235,30 @@ def test_sample_lossy_formats_decode(app, tiny_bundle, tmp_path, fmt, pil):
         assert im.format == pil and im.size == (2 * (RES + PAD) + PAD, RES + 2 * PAD)
 
 
-def test_existing_files_refused_then_skipped_then_overwritten(app, capsys, tiny_bundle,
-                                                              tmp_path):
+def test_existing_files_replaced_refused_or_skipped(app, capsys, tiny_bundle, tmp_path):
+    """The output rule on --outdir: a rerun replaces (a damaged file comes back, every
+    mtime moves); --no-clobber refuses and changes nothing; --skip-existing writes only
+    what is missing; --overwrite, now the default, is still accepted."""
     d = tmp_path / "out"
     args = ["sample", "--seeds", "0-2", "--outdir", d, "--model", tiny_bundle]
     assert cli(capsys, *args)[0] == 0
+    good = (d / "seed000001.png").read_bytes()
+    (d / "seed000001.png").write_bytes(b"junk")
+    for f in listing(d):
+        os.utime(d / f, ns=(10**18, 10**18))
+    code, out, err = cli(capsys, *args)  # the same command again: replaced
+    assert code == 0, err
+    assert (d / "seed000001.png").read_bytes() == good
+    assert all((d / f).stat().st_mtime_ns != 10**18 for f in listing(d))
+    assert listing(d) == seed_names(range(3))  # no temp file left
     before = {f: ((d / f).read_bytes(), (d / f).stat().st_mtime_ns) for f in listing(d)}
-    assert set(before) == seed_names(range(3))
 
-    code, out, err = cli(capsys, *args)  # the same command again
+    code, out, err = cli(capsys, *args, "--no-clobber")
     msg, hint = assert_error(code, err, 1)
-    assert "already exists" in msg and "--overwrite" in hint and "--skip-existing" in hint
+    assert msg == f"{d / 'seed000000.png'} already exists (and 2 more of the outputs)"
+    assert "--no-clobber" in hint and "--skip-existing" in hint
     assert out == ""
-    code, out, err = cli(capsys, *args, "-q")
+    code, out, err = cli(capsys, *args, "--no-clobber", "-q")
     assert code == 1 and len(err.splitlines()) == 2  # -q: the error and its hint only
     after = {f: ((d / f).read_bytes(), (d / f).stat().st_mtime_ns) for f in listing(d)}
     assert after == before
@@ -261,8 +272,7 @@ def test_existing_files_refused_then_skipped_then_overwritten(app, capsys, tiny_
     for f, (data, mtime) in before.items():
         assert (d / f).read_bytes() == data and (d / f).stat().st_mtime_ns == mtime
 
-    # --overwrite rewrites every file: a damaged one comes back, every mtime moves.
-    good = (d / "seed000001.png").read_bytes()
+    # --overwrite (the default's old name) rewrites every file too.
     (d / "seed000001.png").write_bytes(b"junk")
     for f in listing(d):
         os.utime(d / f, ns=(10**18, 10**18))
@@ -274,29 +284,34 @@ def test_existing_files_refused_then_skipped_then_overwritten(app, capsys, tiny_
     assert all((d / f).stat().st_mtime_ns != 10**18 for f in listing(d))
 
 
-def test_existing_grid_refused_or_kept(app, capsys, tiny_bundle, tmp_path):
+def test_existing_grid_replaced_refused_or_kept(app, capsys, tiny_bundle, tmp_path):
     g = tmp_path / "grid.png"
-    g.write_bytes(b"not mine to replace")
-    code, _, err = cli(capsys, "sample", "-n", 2, "--out", g, "-m", tiny_bundle)
-    assert_error(code, err, 1)
-    code, _, err = cli(capsys, "sample", "-n", 2, "--out", g, "--skip-existing", "-m",
-                       tiny_bundle)
+    g.write_bytes(b"an older grid")
+    args = ["sample", "-n", 2, "--out", g, "-m", tiny_bundle]
+    code, _, err = cli(capsys, *args, "--no-clobber")
+    msg, hint = assert_error(code, err, 1)
+    assert msg == f"{g} already exists" and "drop --no-clobber" in hint
+    code, _, err = cli(capsys, *args, "--skip-existing")
     assert code == 0 and "kept existing" in err
-    assert g.read_bytes() == b"not mine to replace"
+    assert g.read_bytes() == b"an older grid"
+    code, _, err = cli(capsys, *args)  # the README's first command, rerun: replaced
+    assert code == 0, err
+    assert pixels(g).shape == (RES + 2 * PAD, 2 * (RES + PAD) + PAD, 3)
     assert listing(tmp_path) == {"grid.png"}
 
 
 def test_sample_outdir_partial_failure_exits_3(capsys, tiny_bundle, tmp_path):
     # seed000001.png is a folder: that one write fails, the others land.
     (tmp_path / "seed000001.png").mkdir()
-    code, out, err = cli(capsys, "sample", "-n", 3, "--outdir", tmp_path, "--overwrite",
+    code, out, err = cli(capsys, "sample", "-n", 3, "--outdir", tmp_path,
                          "--json", "-m", tiny_bundle)
     assert code == 3, err
     assert [r["seed"] for r in json_lines(out)] == [0, 2]
-    # One failed: line for the seed, then one error and one hint: the partial failure.
+    # One failed: line for the seed (the output rule never replaces a folder), then one
+    # error and one hint: the partial failure.
     failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
-    assert len(failed) == 1 and "seed 1: cannot write" in failed[0]
-    assert "seed000001.png" in failed[0] and "Is a directory" in failed[0]
+    assert failed == [f"failed: seed 1: {tmp_path / 'seed000001.png'} is a folder, and an "
+                      "output never replaces one"]
     msg, hint = assert_error(code, err.replace(failed[0] + "\n", ""), 3)
     assert msg == "1 of 3 files could not be written (2 were)" and "--skip-existing" in hint
     assert listing(tmp_path) == {"seed000000.png", "seed000001.png", "seed000002.png"}
@@ -331,7 +346,7 @@ def test_out_dash_writes_png_to_stdout(app, capsysbinary, tiny_bundle, tmp_path,
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         assert im.size == (2 * (RES + PAD) + PAD, RES + 2 * PAD)
-    assert b"provider" not in data and "provider: " in r.stderr
+    assert b"provider" not in data and "provider" not in r.stderr  # that line needs -v
     assert listing(tmp_path) == set()  # stdout only, no samples.png
     # --json would mix text into the image bytes: refused before anything is written.
     capsysbinary.readouterr()
@@ -656,11 +671,15 @@ def test_score_json_and_table(app, tiny_bundle, image_folder):
         assert d["samples"] >= 0 and d["real"] > 0
         assert d["ratio"] == pytest.approx(d["samples"] / d["real"])
 
+    # The human table goes to stderr (stdout is for data asked for: --json).
     t = invoke(app, "score", "--data", image_folder, "-n", 50, "-m", tiny_bundle)
-    assert "M_global" in t.stdout and "provider" not in t.stdout
-    (line,) = [x for x in t.stdout.splitlines() if x.startswith("M_global")]
+    assert t.stdout == "" and "provider: " not in t.stderr
+    (line,) = [x for x in t.stderr.splitlines() if x.startswith("M_global")]
     assert line.split()[-1] == f"{s['m_global']:.4f}"  # the same numbers, deterministic
-    assert t.stderr.startswith("provider: ")
+    t = invoke(app, "score", "--data", image_folder, "-n", 50, "-m", tiny_bundle, "-v")
+    assert t.stdout == "" and t.stderr.startswith("provider: CPUExecutionProvider")
+    assert invoke(app, "score", "--data", image_folder, "-n", 50, "-m", tiny_bundle,
+                  "-q").stderr == ""
 
 
 def test_score_without_images_is_fatal(capsys, tiny_bundle, tmp_path):
@@ -677,12 +696,12 @@ def test_score_without_images_is_fatal(capsys, tiny_bundle, tmp_path):
 
 def test_info(app, tiny_bundle, monkeypatch):
     monkeypatch.setenv("BEGAN_MODEL", str(tiny_bundle))
-    r = invoke(app, "info")
-    assert "sha256 verified" in r.stdout
+    r = invoke(app, "info")  # a human report: stderr; stdout only with --json
+    assert "sha256 verified" in r.stderr
     assert any(line.startswith("provider   CPUExecutionProvider")
-               for line in r.stdout.splitlines())
-    assert "generator.onnx" in r.stdout and "16x16" in r.stdout
-    assert r.stderr == ""
+               for line in r.stderr.splitlines())
+    assert "generator.onnx" in r.stderr and "16x16" in r.stderr
+    assert r.stdout == ""
 
     j = json.loads(invoke(app, "info", "--json").stdout)
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
@@ -754,24 +773,82 @@ def test_refine_never_worse(model, images):
     np.testing.assert_array_equal(loss0, start0)
 
 
-def test_plan_writes(tmp_path):
-    from began.output import plan_writes
+def test_output_rule_plan_and_check(tmp_path):
+    """Targets, the one output rule: replace by default, keep with --skip-existing, refuse
+    with --no-clobber; a folder (or a FIFO) in an output's place is refused whatever the
+    flags, per item in a plan and as the error for one output."""
+    from began.output import Refused, Targets
 
-    a, b, c = (tmp_path / n for n in ("a", "b", "c"))
-    assert plan_writes([a, b], False, False) == [True, True]
+    a, b, c, f, fifo = (tmp_path / n for n in ("a", "b", "c", "f", "fifo"))
+    assert Targets().plan([a, b]) == [True, True]
     b.write_text("x")
-    c.write_text("x")
-    assert plan_writes([a, b, c], False, True) == [True, False, False]
-    assert plan_writes([a, b, c], True, False) == [True, True, True]
-    assert plan_writes([a, b, c], True, True) == [True, True, True]  # --overwrite wins
+    c.symlink_to(b)  # a symlink counts as an existing file (the link is what is replaced)
+    f.mkdir()
+    os.mkfifo(fifo)
+    assert Targets().plan([a, b, c]) == [True, True, True]
+    assert Targets(overwrite=True).plan([a, b, c]) == [True, True, True]
+    assert Targets(skip_existing=True).plan([a, b, c]) == [True, False, False]
     with pytest.raises(BeganError) as e:
-        plan_writes([a, b, c], False, False)
+        Targets(no_clobber=True).plan([a, b, c])
     assert e.value.exit_code == 1 and not isinstance(e.value, UsageError)
     assert e.value.message == f"{b} already exists (and 1 more of the outputs)"
-    assert "--overwrite" in e.value.hint and "--skip-existing" in e.value.hint
-    with pytest.raises(BeganError, match=r"c already exists$"):
-        plan_writes([a, c], False, False)
-    assert plan_writes([], False, False) == []
+    assert "--no-clobber" in e.value.hint and "--skip-existing" in e.value.hint
+    for t in (Targets(), Targets(overwrite=True), Targets(skip_existing=True)):
+        plan = t.plan([a, f, fifo])
+        assert plan[0] is True and all(isinstance(w, Refused) for w in plan[1:])
+        assert "is a folder" in plan[1].message and "not a regular file" in plan[2].message
+        for p in (f, fifo):
+            with pytest.raises(Refused) as e:
+                t.check(p)
+            assert e.value.exit_code == 1 and e.value.hint
+    assert Targets().check(b) is True and Targets(skip_existing=True).check(b) is False
+    with pytest.raises(BeganError, match=r"b already exists$"):
+        Targets(no_clobber=True).check(b)
+    assert Targets(no_clobber=True).check(a) is True and Targets().check(Path("-")) is True
+    for flags in ({"overwrite": True}, {"skip_existing": True}):
+        with pytest.raises(UsageError, match="exclude each other"):
+            Targets(no_clobber=True, **flags)
+    assert Targets().plan([]) == []
+    assert f.is_dir() and b.read_text() == "x" and c.is_symlink()  # checks change nothing
+
+
+def test_output_rule_never_touches_a_run_or_a_bundle(tmp_path):
+    """A run's files and subfolders and a bundle's manifest and listed files are refused
+    whatever the flags, also through a symlinked folder or `..`; other names in those
+    folders (curves.png beside a run's config) are ordinary outputs."""
+    from began.output import Refused, Targets, ensure_dir, refuse_managed_folder
+
+    run = fake_run(tmp_path / "run")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text('{"format": "began-model", '
+                                          '"files": {"generator.onnx": {}}}')
+    (tmp_path / "alias").symlink_to(run)
+    owned = [run / "config.json", run / "stats.jsonl", run / "data.json",
+             run / "samples" / "samples-00000001.png", run / "samples" / "new.png",
+             run / "checkpoints" / "x.png", tmp_path / "alias" / "config.json",
+             run / "samples" / ".." / "config.json", bundle / "manifest.json",
+             bundle / "generator.onnx", bundle / "other.onnx", bundle / "MODEL_CARD.md"]
+    for flags in ({}, {"overwrite": True}, {"skip_existing": True}):
+        for p in owned:
+            with pytest.raises(Refused) as e:
+                Targets(**flags).check(p)
+            assert e.value.exit_code == 1 and "never replaces" in e.value.message, p
+            assert "outside the run and model folders" in e.value.hint
+    for folder in (run / "samples", run / "checkpoints" / "sub", tmp_path / "alias" / "samples"):
+        with pytest.raises(Refused):
+            ensure_dir(folder)
+    assert not (run / "checkpoints" / "sub").exists()
+    refuse_managed_folder(run)  # the run folder itself: other names there are fine
+    for p in (run / "curves.png", bundle / "preview.png", tmp_path / "config.json"):
+        assert Targets().check(p) is True
+    # A folder that only has a config.json is not a run; a manifest of another format is
+    # not a bundle.
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text("{}")
+    (tmp_path / "plain" / "manifest.json").write_text('{"format": "other"}')
+    assert Targets().check(tmp_path / "plain" / "config.json") is True
+    assert Targets().check(tmp_path / "plain" / "manifest.json") is True
 
 
 def test_unique_stems():
@@ -872,10 +949,13 @@ def test_invert_skip_existing_never_rewrites_an_output(app, capsys, tiny_bundle,
     assert (inv / "a.recon.png").stat().st_mtime_ns != 10**18
     assert np.load(inv / "b.z.npy").shape == (Z_DIM,)
     assert listing(inv) == {f"{s}.{k}" for s in "abc" for k in ("z.npy", "recon.png")}
-    # Without a flag, any existing output is refused and nothing changes.
-    code, _, err = cli(capsys, "invert", a, "--outdir", inv, "-m", tiny_bundle)
+    # --no-clobber refuses any existing output and nothing changes; without it, replaced.
+    code, _, err = cli(capsys, "invert", a, "--outdir", inv, "--no-clobber", "-m", tiny_bundle)
     assert_error(code, err, 1)
     assert (inv / "a.z.npy").read_bytes() == b"the user's own z"
+    code, _, err = cli(capsys, "invert", a, "--outdir", inv, "-m", tiny_bundle)
+    assert code == 0, err
+    assert np.load(inv / "a.z.npy").shape == (Z_DIM,)
 
 
 def dead_pid() -> int:
@@ -923,11 +1003,12 @@ def only_error(stderr: str) -> str:
 
 @pytest.mark.parametrize("args", [["sample", "-n", 2, "--outdir", "{d}", "--json"],
                                   ["sample", "-n", 2, "--out", "-"],
-                                  ["info"], ["info", "--json"]],
-                         ids=["sample-json", "sample-out-dash", "info", "info-json"])
+                                  ["score", "--data", "{images}", "-n", 4, "--json"],
+                                  ["info", "--json"]],
+                         ids=["sample-json", "sample-out-dash", "score-json", "info-json"])
 @pytest.mark.parametrize("stdout", ["closed", "full"])
-def test_closed_or_full_stdout_is_one_error(tiny_bundle, tmp_path, args, stdout):
-    args = [str(a).format(d=tmp_path / "d") for a in args]
+def test_closed_or_full_stdout_is_one_error(tiny_bundle, image_folder, tmp_path, args, stdout):
+    args = [str(a).format(d=tmp_path / "d", images=image_folder) for a in args]
     if stdout == "closed":
         p = subprocess.run(["bash", "-c", 'exec "$@" >&-', "began", sys.executable, "-m",
                             "began", *args, "-m", str(tiny_bundle)],
@@ -958,11 +1039,12 @@ def test_reader_that_leaves_is_a_quiet_exit(tiny_bundle, tmp_path):
 
 
 def test_no_arguments_prints_help_without_an_error_line():
-    for args in ([], ["invert"], ["score"]):
+    for args in ([], ["interpolate"], ["invert"], ["score"], ["plot"], ["export"], ["eval"],
+                 ["train"]):
         p = run_began(args, timeout=60)
-        assert p.returncode == 2, p.stderr
-        assert "Usage: began" in p.stdout + p.stderr
-        assert "error:" not in p.stdout + p.stderr and "Traceback" not in p.stderr
+        assert p.returncode == 2, (args, p.stderr)
+        assert f"Usage: began {' '.join(args)}".strip() in p.stdout + p.stderr, args
+        assert "error:" not in p.stdout + p.stderr and "Traceback" not in p.stderr, args
 
 
 class FailingWrites:
@@ -1055,6 +1137,16 @@ def test_output_finite_json():
 # --------------------------------------------------------------------------- the error model
 
 
+def fake_run(run: Path) -> Path:
+    """What `began train` leaves in a run folder, as far as the output rule looks."""
+    for sub in ("samples", "checkpoints"):
+        (run / sub).mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "stats.jsonl").write_text('{"step": 1, "k": 0.0, "loss_real": 0.5}\n')
+    (run / "samples" / "samples-00000001.png").write_bytes(b"a grid")
+    return run
+
+
 def error_cases(tmp_path: Path, images) -> dict[str, tuple[list, int]]:
     """Typical user mistakes per verb, and the exit code the README's table gives them."""
     a, b, _ = images
@@ -1069,6 +1161,12 @@ def error_cases(tmp_path: Path, images) -> dict[str, tuple[list, int]]:
     frames = tmp_path / "frames"
     frames.mkdir()
     (frames / "frame0000.png").write_bytes(b"mine")
+    (tmp_path / "inv-folder" / "a.recon.png").mkdir(parents=True)  # a folder where it goes
+    run = fake_run(tmp_path / "run")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text('{"format": "began-model", '
+                                          '"files": {"grid.png": {}}}')  # a file it lists
     no_model = ["--model", tmp_path / "no-model"]
     return {
         # 2: the command line itself is wrong
@@ -1087,17 +1185,29 @@ def error_cases(tmp_path: Path, images) -> dict[str, tuple[list, int]]:
         "info-unknown-flag": (["info", "--bogus"], 2),
         # 1: the files named cannot be used, or outputs cannot be written
         "sample-no-model": (["sample", "-n", "2", "--out", "g.png", *no_model], 1),
-        "sample-out-exists": (["sample", "-n", "2", "--out", existing], 1),
+        "sample-out-exists": (["sample", "-n", "2", "--out", existing, "--no-clobber"], 1),
+        "sample-out-is-a-folder": (["sample", "-n", "2", "--out", empty], 1),
+        "sample-out-is-a-run-file": (["sample", "-n", "2", "--out", run / "config.json",
+                                      "--format", "png"], 1),
+        "sample-outdir-in-a-run": (["sample", "-n", "2", "--outdir", run / "samples"], 1),
+        "sample-no-clobber-and-overwrite": (["sample", "--no-clobber", "--overwrite"], 2),
+        "sample-no-clobber-and-skip": (["sample", "--no-clobber", "--skip-existing"], 2),
         "sample-out-under-a-file": (["sample", "-n", "2", "--out", afile / "g.png"], 1),
         "interpolate-missing-input": (["interpolate", a, missing, "--out", "w.png"], 1),
         "interpolate-no-inputs": (["interpolate", empty, empty, "--out", "w.png"], 1),
         "interpolate-not-an-image": (["interpolate", a, afile, "--out", "w.png"], 1),
-        "interpolate-frames-exist": (["interpolate", "--seeds", "1,2", "--outdir", frames], 1),
+        "interpolate-frames-exist": (["interpolate", "--seeds", "1,2", "--outdir", frames,
+                                      "--no-clobber"], 1),
+        "interpolate-out-is-a-folder": (["interpolate", "--seeds", "1,2", "--out", empty], 1),
+        "interpolate-out-in-a-bundle": (["interpolate", "--seeds", "1,2", "--out",
+                                         bundle / "grid.png"], 1),
         "interpolate-no-model": (["interpolate", "--seeds", "1,2", *no_model], 1),
         "invert-missing-input": (["invert", missing, "--outdir", "o"], 1),
         "invert-no-inputs": (["invert", empty, "--outdir", "o"], 1),
         "invert-not-an-image": (["invert", afile, "--outdir", "o"], 1),
-        "invert-output-exists": (["invert", a, "--outdir", inv], 1),
+        "invert-output-exists": (["invert", a, "--outdir", inv, "--no-clobber"], 1),
+        "invert-output-is-a-folder": (["invert", a, "--outdir", tmp_path / "inv-folder"], 1),
+        "invert-outdir-in-a-run": (["invert", a, "--outdir", run / "checkpoints"], 1),
         "invert-outdir-under-a-file": (["invert", a, "--outdir", afile / "o"], 1),
         "invert-no-model": (["invert", a, "--outdir", "o", *no_model], 1),
         "score-missing-data": (["score", "--data", missing], 1),
@@ -1265,3 +1375,148 @@ def test_help_texts_are_clean(app):
     r = CliRunner().invoke(app, ["sample", "--help"], env={"COLUMNS": "200"})
     assert "[default: samples.png]" in r.output
     assert "File format [default: from --out, else png]; npy" in r.output
+
+
+# --------------------------------------------------------------------------- issue 22: one
+# output rule, one seed one image, help for bare verbs, one voice on stdout and stderr
+
+
+def test_replacing_is_atomic_and_a_symlink_is_replaced_not_its_target(capsys, tiny_bundle,
+                                                                     tmp_path):
+    """The old file is renamed over, never written into: a hard link to it keeps the old
+    bytes (a reader sees the old file or the new one); a symlink at the name becomes the
+    new file and its target stays as it was."""
+    g = tmp_path / "grid.png"
+    g.write_bytes(b"old grid")
+    os.link(g, tmp_path / "reader.png")  # what a reader holding the old file sees
+    code, _, err = cli(capsys, "sample", "-n", 2, "--out", g, "-m", tiny_bundle)
+    assert code == 0, err
+    assert (tmp_path / "reader.png").read_bytes() == b"old grid"
+    assert g.read_bytes().startswith(PNG_SIGNATURE)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("the link's target")
+    (tmp_path / "link.png").symlink_to(target)
+    code, _, err = cli(capsys, "sample", "--seed", 3, "--out", tmp_path / "link.png",
+                       "-m", tiny_bundle)
+    assert code == 0, err
+    assert not (tmp_path / "link.png").is_symlink()
+    assert pixels(tmp_path / "link.png").shape == (RES, RES, 3)
+    assert target.read_text() == "the link's target"
+    assert listing(tmp_path) == {"grid.png", "reader.png", "elsewhere.txt", "link.png"}
+
+
+def test_one_seed_is_one_image_named_as_outdir_names_it(capsys, tiny_bundle, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    invoke_args = ["-m", tiny_bundle, "-q"]
+    assert cli(capsys, "sample", "--seeds", "5", "--outdir", "d", *invoke_args)[0] == 0
+    assert cli(capsys, "sample", "--seed", 5, *invoke_args)[0] == 0
+    assert listing(tmp_path) == {"d", "seed000005.png"}  # the image of seed 5, by its name
+    assert (tmp_path / "seed000005.png").read_bytes() == (tmp_path / "d" /
+                                                         "seed000005.png").read_bytes()
+    assert cli(capsys, "sample", "--seed", 5, "--format", "npy", *invoke_args)[0] == 0
+    assert np.load(tmp_path / "seed000005.npy").shape == (3, RES, RES)
+    assert cli(capsys, "sample", "--seed", 5, "--out", "x.png", *invoke_args)[0] == 0
+    assert pixels(tmp_path / "x.png").shape == (RES, RES, 3)  # the image, not a grid
+    # -n N makes a grid as before, from seed S; no flags at all: the 64-image grid.
+    assert cli(capsys, "sample", "--seed", 5, "-n", 4, *invoke_args)[0] == 0
+    assert pixels(tmp_path / "samples.png").shape == (2 * (RES + PAD) + PAD,) * 2 + (3,)
+    (tmp_path / "samples.png").unlink()
+    code, out, _ = cli(capsys, "sample", "--json", *invoke_args)
+    assert code == 0 and json_lines(out)[0]["seeds"] == list(range(64))
+    assert pixels(tmp_path / "samples.png").shape == (8 * (RES + PAD) + PAD,) * 2 + (3,)
+
+
+def test_a_shell_loop_over_seeds_runs_and_reruns(tiny_bundle, tmp_path):
+    """The model card's batch generation, through the installed `began` command: every
+    call exits 0, one file per seed, and a second pass replaces them."""
+    began = shutil.which("began", path=os.path.dirname(sys.executable))
+    assert began, "the began command is not installed beside this Python"
+    loop = 'for s in 1 2 3; do "$BEGAN" sample --seed $s -m "$MODEL" -q; echo "rc=$?"; done'
+    env = {**os.environ, "BEGAN": began, "MODEL": str(tiny_bundle)}
+    seen = []
+    for rerun in (False, True):
+        if rerun:
+            for f in listing(tmp_path):
+                os.utime(tmp_path / f, ns=(10**18, 10**18))
+            (tmp_path / "seed000002.png").write_bytes(b"damaged")
+        p = subprocess.run(["bash", "-c", loop], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert p.returncode == 0 and p.stdout.split() == ["rc=0"] * 3, p.stdout + p.stderr
+        assert p.stderr == ""
+        assert listing(tmp_path) == seed_names([1, 2, 3])
+        seen.append({f: pixels(tmp_path / f) for f in listing(tmp_path)})
+        if rerun:  # replaced: new mtimes, the damaged one restored
+            assert all((tmp_path / f).stat().st_mtime_ns != 10**18 for f in listing(tmp_path))
+    for f in seen[0]:
+        np.testing.assert_array_equal(seen[0][f], seen[1][f])
+    assert not np.array_equal(seen[0]["seed000001.png"], seen[0]["seed000002.png"])
+
+
+def test_plot_follows_the_output_rule(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    run_dir = fake_run(tmp_path / "run")
+    curves = run_dir / "curves.png"
+    for _ in range(2):  # the default output inside the run folder, rerun: replaced
+        code, out, err = cli(capsys, "plot", run_dir)
+        assert code == 0 and out == "" and err == f"wrote {curves}\n", err
+    assert cli(capsys, "plot", run_dir, "-q")[2] == ""
+    before = curves.read_bytes()
+    code, _, err = cli(capsys, "plot", run_dir, "--no-clobber")
+    msg, _ = assert_error(code, err, 1)
+    assert msg == f"{curves} already exists" and curves.read_bytes() == before
+    (tmp_path / "folder.png").mkdir()
+    for out_path in (run_dir / "samples" / "x.png", tmp_path / "folder.png"):
+        code, _, err = cli(capsys, "plot", run_dir, "--out", out_path)
+        assert "never replace" in assert_error(code, err, 1)[0]
+    assert listing(run_dir / "samples") == {"samples-00000001.png"}
+
+
+def test_provider_line_only_with_v_before_or_after_the_verb(capsys, tiny_bundle, tmp_path):
+    g = ["--out", tmp_path / "g.png", "-m", tiny_bundle, "--device", "cpu"]
+    for args in (["sample", "-n", 2, *g], ["sample", "-n", 2, *g, "-q"],
+                 ["-q", "sample", "-n", 2, *g], ["-v", "-q", "sample", "-n", 2, *g],
+                 ["sample", "-n", 2, *g, "-q", "-v"]):
+        code, out, err = cli(capsys, *args)
+        assert code == 0 and out == "", err
+        assert "provider: " not in err and (err == "") == ("-q" in args), (args, err)
+    for args in (["-v", "sample", "-n", 2, *g], ["sample", "-v", "-n", 2, *g],
+                 ["sample", "-n", 2, *g, "--verbose"]):
+        code, out, err = cli(capsys, *args)
+        assert code == 0 and out == "", err
+        assert err.splitlines()[0].startswith("provider: CPUExecutionProvider"), (args, err)
+    # Verbs without a model take -v after their name too, and -q before it.
+    assert cli(capsys, "plot", "-v", tmp_path)[0] == 2  # (no stats.jsonl: a usage error)
+    code, out, err = cli(capsys, "-q", "info", "-m", tiny_bundle)
+    assert (code, out, err) == (0, "", "")
+
+
+def test_vv_counts_before_and_after_the_verb(capsys, tiny_bundle, tmp_path, monkeypatch):
+    """-vv shows a bug's traceback; `began -v sample -v` is -vv."""
+    from began.model import Model
+
+    def broken(self, z, batch_size=64):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(Model, "generate", broken)
+    g = ["sample", "-n", 2, "--out", tmp_path / "g.png", "-m", tiny_bundle]
+    code, _, err = cli(capsys, *g, "-v")
+    assert code == 1 and "unexpected RuntimeError: a bug" in err
+    for args in (["-vv", *g], [*g, "-vv"], ["-v", *g, "-v"]):
+        with pytest.raises(RuntimeError, match="a bug"):
+            run([str(a) for a in args])
+    assert listing(tmp_path) == set()
+
+
+def test_stdout_holds_only_the_data_asked_for(tiny_bundle, image_folder, tmp_path):
+    """Human reports (score's table, info's report) are on stderr: with stdout closed they
+    still work; with --json stdout is exactly the data."""
+    for args in (["score", "--data", image_folder, "-n", 4], ["info"]):
+        p = subprocess.run(["bash", "-c", 'exec "$@" >&-', "began", sys.executable, "-m",
+                            "began", *map(str, args), "-m", str(tiny_bundle)],
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert ("M_global" if args[0] == "score" else "sha256 verified") in p.stderr
+        assert "provider: " not in p.stderr
+        p = run_began([*args, "--json", "-m", tiny_bundle])
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        assert isinstance(json.loads(p.stdout), dict)

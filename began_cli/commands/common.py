@@ -12,13 +12,18 @@ ModelOpt = Annotated[Optional[Path], typer.Option(
     help="Model bundle from `began export` \\[default: the embedded model].")]
 DeviceOpt = Annotated[str, typer.Option(
     "--device", envvar="BEGAN_DEVICE", metavar="auto|cuda|cpu",
-    help="onnxruntime provider; auto says on stderr which one runs.")]
+    help="onnxruntime provider; -v says on stderr which one runs.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", metavar="auto|fp32|fp16", help="auto: fp16 graphs on CUDA, fp32 on the CPU.")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="One JSON object per output on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Only errors on stderr (also before the verb).")]
+# Replacing is the rule now; the flag stays (hidden) so that older scripts still run.
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", hidden=True,
+                                            help="Replace existing files (the default).")]
+NoClobberOpt = Annotated[bool, typer.Option(
+    "--no-clobber", help="Refuse (exit 1) instead of replacing an existing output file.")]
 SkipOpt = Annotated[bool, typer.Option(
     "--skip-existing", help="Keep existing files and write only the missing ones.")]
 WeightsOpt = Annotated[str, typer.Option(
@@ -31,11 +36,12 @@ BatchOpt = Annotated[Optional[int], typer.Option(
 
 
 def open_model(model, device: str, precision: str, out):
-    """Load and verify the bundle; say which provider runs (on stderr)."""
+    """Load and verify the bundle; with -v, say which provider runs (on stderr)."""
+    from began import voice
     from began.model import Model
 
     m = Model.open(model, device=device, precision=precision)
-    if device == "auto":
+    if voice.verbose():
         p = m.provider
         out.say(f"provider: {p.name}" + (f" ({p.reason})" if p.kind == "cpu" else ""))
     return m

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import BeganError
 from ..model import open_bundle
-from ..output import Out, json_text
+from ..output import Out
 from ..runtime import cuda_status, resolve
 from .common import DeviceOpt, JsonOpt, ModelOpt, QuietOpt
 
@@ -14,7 +14,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = 
     """Show the model's manifest, its files, and the onnxruntime provider that would run."""
     import onnxruntime as ort
 
-    o = Out(as_json, quiet)  # the report is data (stdout); -q only for symmetry
+    o = Out(as_json, quiet)
     b = open_bundle(model)
     ok, cuda_reason, missing = cuda_status()
     try:
@@ -39,7 +39,9 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = 
         "provider": name, "provider_reason": why,
         "cuda": {"usable": ok, "reason": cuda_reason, "missing_libraries": list(missing)},
     }
-    o.data(json_text(report) if as_json else _text(report))
+    o.record(report)  # --json: data on stdout
+    if not as_json:
+        o.say(_text(report))  # the human report goes where all human text goes: stderr
 
 
 def _text(r: dict) -> str:
@@ -65,7 +67,6 @@ def _text(r: dict) -> str:
     if r["cuda"]["missing_libraries"]:
         lines.append(f"cuda       missing: {', '.join(r['cuda']['missing_libraries'])} "
                      "(install the cuda extra: pip install 'began[cuda]')")
-    # The report is the command's output: stdout, so `began info | less` works.
     return "\n".join(lines)
 
 

@@ -23,11 +23,11 @@ from ..errors import BeganError, UsageError
 from ..api import walk
 from ..images import enlarge, make_grid, to_uint8
 from ..inputs import collect, preprocess_for, read, to_float
-from ..output import (Out, Tally, WriteError, encode, ensure_dir, output_format, plan_writes,
-                      write_bytes)
+from ..output import (Out, Refused, Tally, Targets, WriteError, encode, ensure_dir,
+                      output_format, write_bytes)
 from ..seeds import parse_seeds, z_for_seeds
-from .common import (DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt, QuietOpt,
-                     SkipOpt, open_model)
+from .common import (DeviceOpt, JsonOpt, ModelOpt, NoClobberOpt, OverwriteOpt, PrecisionOpt,
+                     QuietOpt, SkipOpt, open_model)
 from .sample import check_grid
 from .viewing import ResampleOpt, ScaleOpt, check_resample
 
@@ -66,11 +66,13 @@ def interpolate(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
+    no_clobber: NoClobberOpt = False,
     skip_existing: SkipOpt = False,
 ) -> None:
     """Interpolate between images (inverted through the encoder) or seeds."""
     o = Out(as_json, quiet)
     check_resample(resample)
+    targets = Targets(no_clobber, skip_existing, overwrite)
     if method not in ("slerp", "lerp"):
         raise UsageError(f"unknown method {method!r}", "use slerp or lerp")
     if space not in ("g", "d"):
@@ -94,12 +96,17 @@ def interpolate(
     if (len(names) - 1) * (steps - 1) + 1 > MAX_FRAMES:  # all frames are held in memory
         raise UsageError(f"{len(names)} points with --steps {steps} make more than "
                          f"{MAX_FRAMES:,} frames", "use fewer points or fewer --steps")
-    fmt = None
+    fmt = target = None
     if outdir is None:
         fmt = output_format(out, None, allowed=("png", "jpg", "webp", "gif"))
         if as_json and out is not None and str(out) == "-":
             raise UsageError("--json and --out - would both write to stdout",
                              "write the strip to a file with --out FILE, or drop --json")
+        target = out or Path(f"interpolate-{'-'.join(names[:2])}"
+                             f"{'-etc' if len(names) > 2 else ''}.png")
+        if not targets.check(target):  # refused or kept: before any work
+            o.say(f"kept existing {target}")
+            return
 
     m = open_model(model, device, precision, o)
     n_frames = (len(names) - 1) * (steps - 1) + 1  # memory and the strip's format bound these
@@ -129,10 +136,12 @@ def interpolate(
     if outdir is not None:
         ensure_dir(outdir)
         paths = [outdir / f"frame{i:04d}.png" for i in range(len(frames_u8))]
-        plan = plan_writes(paths, overwrite, skip_existing)
-        tally = Tally(o, sum(plan), "frames")
+        plan = targets.plan(paths)
+        tally = Tally(o, sum(w is not False for w in plan), "frames")
         for p, w, img in zip(paths, plan, frames_u8):
-            if w:
+            if isinstance(w, Refused):  # e.g. a folder in its place: that frame fails
+                tally.fail(str(p), w.message)
+            elif w:
                 try:
                     write_bytes(p, encode(img, "png"))
                 except WriteError as e:
@@ -146,11 +155,6 @@ def interpolate(
         o.say(f"wrote {tally.written} frames to {outdir}"
               + (f"; kept {len(paths) - tally.total} existing" if tally.total < len(paths)
                  else ""))
-        return
-    target = out or Path(f"interpolate-{'-'.join(names[:2])}"
-                         f"{'-etc' if len(names) > 2 else ''}.png")
-    if str(target) != "-" and not plan_writes([target], overwrite, skip_existing)[0]:
-        o.say(f"kept existing {target}")
         return
     write_bytes(target, _gif(shown, frame_ms) if fmt == "gif" else
                 encode(make_grid(shown, nrow or len(shown)), fmt))

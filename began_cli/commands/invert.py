@@ -26,9 +26,10 @@ from ..api import inversion_figures
 from ..images import enlarge
 from ..latent import OUTSIDE_RATIO, reference_for
 from ..latent import invert as find_z
-from ..output import Out, Tally, WriteError, encode, ensure_dir, plan_writes, write_bytes
-from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt,
-                     QuietOpt, SkipOpt, batch_size, open_model)
+from ..output import (Out, Refused, Tally, Targets, WriteError, encode, ensure_dir,
+                      refuse_managed_folder, write_bytes)
+from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, NoClobberOpt, OverwriteOpt,
+                     PrecisionOpt, QuietOpt, SkipOpt, batch_size, open_model)
 from .viewing import ResampleOpt, ScaleOpt, check_resample
 
 MAX_WARNINGS = 10  # images warned about one by one; more get one summary line
@@ -80,11 +81,14 @@ def invert(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
+    no_clobber: NoClobberOpt = False,
     skip_existing: SkipOpt = False,
 ) -> None:
     """Find z for images (encoder, optional refinement); warn if the model cannot draw one."""
     o = Out(as_json, quiet)
     check_resample(resample)
+    targets = Targets(no_clobber, skip_existing, overwrite)
+    refuse_managed_folder(outdir)  # before any work, as ensure_dir would later
     sources = collect(inputs)
     if sum(s.path is None for s in sources) > 1:
         raise UsageError("stdin (-) can be read once", "name - only once")
@@ -93,13 +97,19 @@ def invert(
     pre = preprocess_for(m.bundle)
 
     stems = unique_stems([s.name for s in sources])
-    targets = [(outdir / f"{st}.z.npy", outdir / f"{st}.recon.png") for st in stems]
-    flat = plan_writes([p for pair in targets for p in pair], overwrite, skip_existing)
+    paths = [(outdir / f"{st}.z.npy", outdir / f"{st}.recon.png") for st in stems]
+    flat = targets.plan([p for pair in paths for p in pair])
     todo = [i for i in range(len(sources)) if flat[2 * i] or flat[2 * i + 1]]
 
     tally = Tally(o, len(todo), "images")
     images, kept = [], []
     for i in todo:
+        refused = [w for w in flat[2 * i:2 * i + 2] if isinstance(w, Refused)]
+        if refused:  # e.g. a folder named like its output: nothing of that image is written
+            if len(todo) == 1:  # one input: its reason is the error
+                raise refused[0]
+            tally.fail(sources[i].name, refused[0].message)
+            continue
         try:
             images.append(read(sources[i], pre))
             kept.append(i)
@@ -120,7 +130,7 @@ def invert(
         pixels = enlarge(to_uint8(recon), scale, resample)
         each = len(kept) <= MAX_WARNINGS  # else one summary line below
         for j, i in enumerate(kept):
-            z_path, png_path = targets[i]
+            z_path, png_path = paths[i]
             # Only the outputs planned: --skip-existing never rewrites one that exists.
             try:
                 if flat[2 * i]:

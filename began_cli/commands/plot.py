@@ -11,14 +11,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from ..errors import BeganError, UsageError
-from ..files import write_bytes
+from ..output import Out, Targets, write_bytes
+from .common import NoClobberOpt, QuietOpt
 
 # (title, [(column, label)], log scale)
 PANELS: list[tuple[str, list[tuple[str, str]], bool]] = [
@@ -111,20 +111,19 @@ def plot(
     run: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder (began train --out)."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="FILE.png",
-        help="Where to write the PNG (default: RUN_DIR/curves.png)."),
+        help="Where to write the PNG; an existing file is replaced "
+             "(default: RUN_DIR/curves.png)."),
+    no_clobber: NoClobberOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Draw a run's training curves (losses, k_t, M_global, lr, quality) into one PNG."""
+    o = Out(quiet=quiet)
     rows = read_rows(run)
     target = out or run / "curves.png"
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} is not a .png file", "name the output FILE.png")
-    if target.is_dir():
-        raise UsageError(f"--out {target} is a folder", "name the output FILE.png")
+    Targets(no_clobber).check(target)  # the output rule, before matplotlib draws
     png = render(rows, f"{run.resolve().name}: {len(rows)} rows, up to step "
                        f"{int(rows[-1]['step'])}")
-    try:
-        write_bytes(target, png)
-    except OSError as e:
-        raise BeganError(f"cannot write {target} ({e.strerror or e})",
-                         "choose an --out you can write to") from None
-    print(f"wrote {target}", file=sys.stderr)
+    write_bytes(target, png)
+    o.say(f"wrote {target}")

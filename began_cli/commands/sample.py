@@ -1,6 +1,7 @@
 """`began sample`: images for seeds, as one grid or one file per seed.
 
     began sample -n 64 --out grid.png
+    began sample --seed 42                                   # -> ./seed000042.png
     began sample --seeds 0-7,42 --outdir samples/ --format webp --json
     began sample -n 100000 --outdir big/ --skip-existing      # rerun resumes
 
@@ -25,14 +26,15 @@ import typer
 
 from ..errors import UsageError
 from ..images import enlarge, tile, to_uint8
-from ..output import (MAX_SIDE, Out, Tally, WriteError, encode, ensure_dir, output_format,
-                      plan_writes, refuse_existing, write_bytes)
+from ..output import (MAX_SIDE, Out, Refused, Tally, Targets, WriteError, encode, ensure_dir,
+                      output_format, refuse_existing, write_bytes)
 from ..seeds import MAX_COUNT, parse_seeds, seed_range, z_for_seeds
-from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt,
-                     QuietOpt, SkipOpt, batch_size, open_model)
+from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, NoClobberOpt, OverwriteOpt,
+                     PrecisionOpt, QuietOpt, SkipOpt, batch_size, open_model)
 from .viewing import ResampleOpt, ScaleOpt, check_resample
 
 DEFAULT_OUT = Path("samples.png")
+DEFAULT_N = 64  # the grid of plain `began sample`
 GRID_PAD = 2  # make_grid's default padding
 
 
@@ -65,16 +67,21 @@ def check_grid(n: int, nrow: int | None, resolution: int, fmt: str) -> None:
 
 
 def sample(
-    n: int = typer.Option(64, "-n", "--num", min=1, metavar="N",
-                          help="How many images: seeds S..S+N-1."),
-    seed: int = typer.Option(0, "--seed", min=0, metavar="S", help="First seed."),
+    n: Optional[int] = typer.Option(None, "-n", "--num", min=1, metavar="N",
+                                    show_default=False,
+                                    help="How many images: seeds S..S+N-1 \\[default: 64; "
+                                         "1 with --seed]."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, metavar="S", show_default=False,
+                                       help="First seed \\[default: 0]. Without -n: that "
+                                            "seed's image alone, named as --outdir names it "
+                                            "(./seed000042.png for --seed 42)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", metavar="LIST", show_default=False,
                                         help="Explicit seeds, e.g. 0-7,42,100-199 (overrides "
                                              "-n/--seed)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default=False,
                                        help="The output file, '-' for stdout: a grid, or "
-                                            "the image itself for one seed "
-                                            "\\[default: samples.png]."),
+                                            "the image itself for one seed; an existing "
+                                            "file is replaced \\[default: samples.png]."),
     outdir: Optional[Path] = typer.Option(None, "--outdir", metavar="DIR", show_default=False,
                                           help="One file per seed instead of a grid: "
                                                "DIR/seed000042.png."),
@@ -95,42 +102,45 @@ def sample(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
+    no_clobber: NoClobberOpt = False,
     skip_existing: SkipOpt = False,
 ) -> None:
-    """Generate images for seeds: a grid (--out) or one file per seed (--outdir)."""
+    """Generate images for seeds: a grid, one seed's image (--seed S), or files (--outdir)."""
     o = Out(as_json, quiet)
     check_resample(resample)
+    targets = Targets(no_clobber, skip_existing, overwrite)
     if out is not None and outdir is not None:
         raise UsageError("--out and --outdir go separately", "a grid (--out) or files (--outdir)")
-    if seeds is None and n > MAX_IMAGES:
+    if seeds is None and n is not None and n > MAX_IMAGES:
         raise UsageError(f"-n {n:,} is more images than one run makes (at most "
                          f"{MAX_IMAGES:,})", "split the job: --seed S -n N makes seeds "
                          "S..S+N-1, so consecutive runs can cover any range")
-    seed_list = parse_seeds(seeds) if seeds is not None else seed_range(n, seed)
-    target = out or DEFAULT_OUT
+    seed_list = parse_seeds(seeds) if seeds is not None else seed_range(
+        n or (1 if seed is not None else DEFAULT_N), seed or 0)
     # Usage errors before the model loads (and before anything is written).
-    fmt = output_format(None if outdir is not None else target, fmt)
+    fmt = output_format(None if outdir is not None else out, fmt)
+    target = out or default_target(seeds, n, seed, fmt)
     if outdir is None and len(seed_list) > MAX_GRID:
         raise UsageError(f"a grid of {len(seed_list):,} images is too large (at most "
                          f"{MAX_GRID:,})", "write one file per seed with --outdir DIR")
     if as_json and outdir is None and str(target) == "-":
         raise UsageError("--json and --out - would both write to stdout",
                          "write the grid to a file with --out FILE, or drop --json")
+    if outdir is None and not targets.check(target):  # refused: before the model loads
+        o.say(f"kept existing {target}")
+        return
     m = open_model(model, device, precision, o)
     bs = batch_size(batch, m)
     if outdir is not None:
-        _write_files(m, seed_list, outdir, fmt, truncation, bs, overwrite, skip_existing, o,
-                     scale, resample)
+        _write_files(m, seed_list, outdir, fmt, truncation, bs, targets, o, scale, resample)
         return
     check_grid(len(seed_list), nrow, m.resolution * scale, fmt)
-    if str(target) != "-" and not plan_writes([target], overwrite, skip_existing)[0]:
-        o.say(f"kept existing {target}")
-        return
     t = time.perf_counter()
     images = m.generate(z_for_seeds(seed_list, m.z_dim, truncation), batch_size=bs)
     ms = (time.perf_counter() - t) * 1000
-    # One seed is the image itself (no grid border); npy is the model's output, unscaled.
-    data = encode(images if fmt == "npy" else
+    # One seed is the image itself (no grid border; npy (3, H, W), as --outdir writes it);
+    # npy is the model's output, unscaled.
+    data = encode((images[0] if len(images) == 1 else images) if fmt == "npy" else
                   tile(enlarge(to_uint8(images), scale, resample), nrow), fmt)
     write_bytes(target, data)
     if str(target) != "-":
@@ -141,23 +151,39 @@ def sample(
               "ms": round(ms, 2)})
 
 
+def default_target(seeds: str | None, n: int | None, seed: int | None, fmt: str) -> Path:
+    """--seed S alone names its one image as --outdir would; anything else is a grid."""
+    if seeds is None and n is None and seed is not None:
+        return Path(seed_name(seed, fmt))
+    return DEFAULT_OUT
+
+
 def _write_files(m, seed_list: Sequence[int], outdir: Path, fmt: str, truncation: float,
-                 bs: int, overwrite: bool, skip_existing: bool, o: Out, scale: int = 1,
+                 bs: int, targets: Targets, o: Out, scale: int = 1,
                  resample: str = "nearest") -> None:
     """Stream seeds through generation and a writer pool; nothing here grows with n.
-    A file that fails is a `failed:` line (exit 3 at the end); a failure that every
-    other file would share (full disk, read-only folder) stops the run at once."""
+    A file that fails (or that the output rule refuses, such as a folder in its place)
+    is a `failed:` line (exit 3 at the end); a failure that every other file would
+    share (full disk, read-only folder) stops the run at once."""
     ensure_dir(outdir)
+    refused: list[tuple[int, Refused]] = []  # reported as failures when their turn comes
 
     def wanted(seeds: Sequence[int]) -> list[tuple[int, Path]]:
         pairs = [(s, outdir / seed_name(s, fmt)) for s in seeds]
-        return pairs if overwrite else [(s, p) for s, p in pairs if not p.exists()]
+        keep = []
+        for (s, p), w in zip(pairs, targets.plan([p for _, p in pairs])):
+            if isinstance(w, Refused):
+                refused.append((s, w))
+            elif w:
+                keep.append((s, p))
+        return keep
 
-    existing = 0 if overwrite else sum(
-        len(seed_list[i:i + bs]) - len(wanted(seed_list[i:i + bs]))
-        for i in range(0, len(seed_list), bs))
-    if existing and not skip_existing:
-        first = next(p for s in seed_list if (p := outdir / seed_name(s, fmt)).exists())
+    existing, first = 0, None
+    if targets.skip_existing or targets.no_clobber:  # count them first: refuse or report
+        for s in seed_list:
+            if targets.taken(p := outdir / seed_name(s, fmt)):
+                existing, first = existing + 1, first or p
+    if existing and targets.no_clobber:
         refuse_existing(first, existing)
     if existing:
         o.say(f"keeping {existing} existing files in {outdir}")
@@ -183,7 +209,13 @@ def _write_files(m, seed_list: Sequence[int], outdir: Path, fmt: str, truncation
                     halt.set()
         return done
 
+    def report_refused() -> None:
+        while refused:
+            s, e = refused.pop(0)
+            tally.fail(f"seed {s}", e.message)
+
     def settle(advance) -> None:
+        report_refused()
         fut, ms = pending.popleft()
         for s, path, error in fut.result():
             if error is None:
@@ -215,6 +247,7 @@ def _write_files(m, seed_list: Sequence[int], outdir: Path, fmt: str, truncation
                     break
             while pending:  # what was written before a stop is still reported
                 settle(advance)
+            report_refused()
         finally:
             halt.set()  # Ctrl-C, a closed stdout: queued writes are dropped, not done
     if stopped:

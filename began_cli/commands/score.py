@@ -20,7 +20,7 @@ import typer
 from ..api import score_figures, subset
 from ..errors import BeganError
 from ..inputs import collect, preprocess_for, read, to_float
-from ..output import Out, json_text
+from ..output import Out
 from .common import BatchOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, QuietOpt, batch_size
 from .common import open_model
 
@@ -70,8 +70,8 @@ def score(
         "gamma", "loss_real", "loss_fake", "balance", "diversity"))
     result = {"model": str(m.bundle.root), "data": str(data), **figures,
               "provider": m.provider.name}
+    o.record(result)  # --json: the figures are the data on stdout
     if as_json:
-        o.data(json_text(result))
         return
     rows = [("L(x)  real reconstruction", loss_real), ("L(G(z))  sample reconstruction",
                                                        loss_fake),
@@ -84,4 +84,4 @@ def score(
                      f"{d['real']:>10.3f}" + (f"{d['ratio']:>8.2f}" if d["ratio"] is not None
                                                else f"{'-':>8}"))
     lines.append(f"({len(x)} real images from {data}, {n} samples, {m.provider.name})")
-    o.data("\n".join(lines))
+    o.say("\n".join(lines))  # a human table: stderr, like every other human line
