@@ -214,11 +214,24 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_no_preset_is_the_small_recipe_on_the_cpu_and_paper64_on_cuda(tmp_path, capsys):
+    assert train(tmp_path, tmp_path / "run", "--device", "cpu", "--dry-run") == 0
+    cpu = json.loads(capsys.readouterr().out)
+    assert cpu["model"]["arch"] == "small" and cpu["steps"] == 8000
+    assert cpu["model"]["resolution"] == 32 and cpu["batch_size"] == 64
+    assert train(tmp_path, tmp_path / "run", "--device", "cuda", "--dry-run") == 0
+    gpu = json.loads(capsys.readouterr().out)
+    assert gpu["model"]["arch"] == "paper" and gpu["model"]["resolution"] == 64
+    assert train(tmp_path, tmp_path / "run", "--device", "cpu", "--preset", "paper64",
+                 "--dry-run") == 0
+    assert json.loads(capsys.readouterr().out)["model"]["arch"] == "paper"
+
+
 def test_bad_flag_values_are_usage_errors(tmp_path, capsys):
     assert train(tmp_path, tmp_path / "run", "--resolution", "48", "--dry-run") == 2
     assert train(tmp_path, tmp_path / "run", "--preset", "huge", "--dry-run") == 2
-    assert train(tmp_path, tmp_path / "run", "--cs-alpha", "0.1", "--z-dim", "16",
-                 "--dry-run") == 2
+    assert train(tmp_path, tmp_path / "run", "--preset", "paper64", "--cs-alpha", "0.1",
+                 "--z-dim", "16", "--dry-run") == 2
     err = capsys.readouterr().err
     assert "resolution must be a power of two" in err and "unknown preset 'huge'" in err
     assert "cs_alpha > 0 needs h_dim == z_dim (got 64 and 16)" in err
@@ -250,7 +263,9 @@ def test_help_and_dry_run_work_without_torch(tmp_path):
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'onnx')]\n"
         "assert not heavy, heavy\n")
     assert r.returncode == 0, r.stderr
-    assert '"resolution": 64' in r.stdout and "--gamma" in r.stdout
+    # no torch, so no GPU to train on: the CPU's default, the small networks
+    assert '"resolution": 32' in r.stdout and '"arch": "small"' in r.stdout
+    assert "--gamma" in r.stdout
 
 
 def test_version_is_instant():

@@ -134,11 +134,23 @@ def test_plain_lines_carry_an_eta():
     rep = Reporter(total=40, start=20, progress=False, log=lines.append)
     with rep:
         rep.advance(21)  # nothing printed between rows
-        assert lines == []
+        assert lines == ["plan: steps 20 to 40 at batch 1 (an ETA at the first log row)"]
         rep.update(30, {**ROW, "step": 30})
         rep.update(40, {**ROW, "step": 40})
-    assert lines[0].startswith("step 30/40  L(x) 0.5000") and "  ETA 0:" in lines[0]
-    assert lines[1].startswith("step 40/40") and "ETA" not in lines[1]
+    assert lines[1].startswith("step 30/40  L(x) 0.5000") and "  ETA 0:" in lines[1]
+    assert lines[2].startswith("step 40/40") and "ETA" not in lines[2]
+    assert not any("more than a day" in ln for ln in lines)
+
+
+def test_a_run_longer_than_a_day_says_so_once_and_names_the_small_preset(monkeypatch):
+    clock = iter([0.0] + [10.0 * i for i in range(1, 9)])  # 10 s a step of 100,000: ~11.6 days
+    monkeypatch.setattr("began.train.progress.time.monotonic", lambda: next(clock))
+    lines = []
+    with Reporter(total=100_000, start=0, progress=False, log=lines.append) as rep:
+        rep.update(1, {**ROW, "step": 1})
+        rep.update(2, {**ROW, "step": 2})
+    notes = [ln for ln in lines if ln.startswith("note:")]
+    assert len(notes) == 1 and "more than a day" in notes[0] and "--preset small32" in notes[0]
 
 
 def test_quality_text():

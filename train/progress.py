@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from began.progress import _clock
 
+LONG_RUN_S = 24 * 3600  # a planned run longer than this says so at its first log row
+
 
 def stats_line(s: dict[str, Any], total: int) -> str:
     return (f"step {s['step']}/{total}  L(x) {s['loss_real']:.4f}  L(G(z)) {s['loss_fake']:.4f}  "
@@ -45,8 +47,12 @@ class Reporter:
         self._bar: Any = None
         self._t0 = time.monotonic()
         self._quality = ""  # shown until the next evaluation replaces it
+        self._warned = False
 
     def __enter__(self) -> "Reporter":
+        if self.enabled and self.start < self.total:
+            self.log(f"plan: steps {self.start:,} to {self.total:,} at batch {self.batch_size} "
+                     "(an ETA at the first log row)")
         if self.use_bar:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -70,6 +76,7 @@ class Reporter:
         if not self.enabled:
             return
         self._quality = quality_text(stats) or self._quality
+        self._warn_if_long(step)
         if self._bar is None:
             line = stats_line(stats, self.total)
             if self._quality:
@@ -84,6 +91,18 @@ class Reporter:
         if self._quality:
             live += f"  {self._quality}"
         self._bar.update(self._task, completed=step, live=live)
+
+    def _warn_if_long(self, step: int) -> None:
+        """Once, at the first row: a run that will outlast a day says so, and what fits."""
+        done = step - self.start
+        if self._warned or done <= 0 or step >= self.total:
+            return
+        self._warned = True
+        eta = (time.monotonic() - self._t0) / done * (self.total - step)
+        if eta > LONG_RUN_S:
+            self.log(f"note: at this speed the run ends in {_clock(eta)}, more than a day; "
+                     "on a CPU, --preset small32 (the small networks, 8,000 steps at 32x32) "
+                     "ends in about an hour on one core")
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -33,10 +33,26 @@ def _config_fields() -> list[tuple[str, dataclasses.Field, str]]:
     return out
 
 
+def auto_preset(device: str) -> str:
+    """No --preset: the paper's 64x64 setting where a GPU trains, else the small networks'
+    recipe (about an hour on one CPU core; paper64 would take weeks there)."""
+    if device.startswith("cuda"):
+        return "paper64"
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:
+            return "small32"
+        return "paper64" if torch.cuda.is_available() else "small32"
+    return "small32"
+
+
 def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
          progress: Optional[bool], threads: Optional[int], overrides: dict[str, Any]) -> None:
     from began.train.config import fit_intervals, preset as load_preset
 
+    chosen = auto_preset(device) if preset == "auto" else None
+    preset = chosen or preset
     try:
         cfg = load_preset(preset).replace(data_dir=str(data_dir), **overrides)
         cfg = fit_intervals(cfg, given=overrides)
@@ -51,6 +67,9 @@ def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
     except ImportError:
         raise BeganError("training needs PyTorch, which is not installed", TORCH_HINT) from None
     from began.train.loop import Interrupted, train as fit
+    if chosen:
+        print(f"preset: {chosen} (none given)" + ("; --preset paper64 for the paper's 64x64 "
+              "setting (weeks on a CPU)" if chosen == "small32" else ""), file=sys.stderr)
 
     try:
         result = fit(cfg, out, device=device, progress=progress, threads=threads)
@@ -82,8 +101,10 @@ def _signature() -> inspect.Signature:
             ..., "--out", "-o", metavar="RUN_DIR",
             help="Run folder: created, or resumed when it holds a run.")),
         P("preset", P.KEYWORD_ONLY, annotation=str, default=typer.Option(
-            "paper64", metavar="NAME",
-            help="Starting point: smoke (CPU, seconds), paper64, paper128.")),
+            "auto", metavar="NAME",
+            help="Starting point: smoke (CPU, seconds), small32 (the small networks at 32x32: "
+                 "about an hour on one CPU core), paper64, paper128; auto: paper64 where "
+                 "PyTorch sees a GPU, else small32.")),
         P("device", P.KEYWORD_ONLY, annotation=str, default=typer.Option(
             "auto", envvar="BEGAN_DEVICE", metavar="auto|cpu|cuda[:N]",
             help="Where to train; auto picks CUDA when PyTorch sees a GPU.")),
