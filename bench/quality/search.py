@@ -1,0 +1,151 @@
+"""Judge training settings by rates over seeds: train each (setting, seed), score its checkpoints
+by coverage, append one JSON line per run. Resumable: rerun the same command and finished runs
+are skipped, unfinished ones resume (began train resumes a run folder exactly).
+
+    python bench/quality/search.py GRID.json --data fmnist/train --out runs/search [--jobs 2]
+    python bench/quality/search.py GRID.json ... --summary      # rates per setting, no training
+
+GRID.json: {"base": ["--preset", "small32", "--steps", "4000"], "seeds": [0, 1, 2],
+            "settings": {"recipe": [], "gamma0.5": ["--gamma", "0.5"], "b16": ["--batch-size",
+            "16"]}}
+Each run trains with `--threads 1 --device cpu --ckpt-every E --keep 100` (E from --every) into
+OUT/<setting>-s<seed>; then every checkpoint is scored: on Fashion-MNIST (--classes) by the
+classifier of fmnist_coverage.py (classes with >= 5% of --n samples, KL to uniform), on any
+folder by NDB (train/coverage.py: K = 50 k-means bins of --n real images, bins different and
+filled). One line per run goes to OUT/results.jsonl with the flags, minutes and the scores at
+every checkpoint; `--summary` prints, per setting, how many seeds reached full coverage and the
+median KL / NDB at each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def train(name: str, flags: list[str], a) -> tuple[int, float]:
+    """Train (or resume) one run; returns (exit code, minutes)."""
+    cmd = ["began", "train", str(a.data), "--out", str(a.out / name), *flags, "--threads", "1",
+           "--device", "cpu", "--ckpt-every", str(a.every), "--keep", "100", "--no-progress"]
+    t = time.time()
+    with open(a.out / f"{name}.log", "a") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=log,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return rc, (time.time() - t) / 60
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    from began.train.checkpoint import list_checkpoints
+
+    return [s for s, _ in list_checkpoints(run / "checkpoints")]
+
+
+def score_run(run: Path, a) -> dict[str, dict]:
+    """Coverage at every checkpoint of a run."""
+    import fmnist_coverage as fc
+
+    out = {}
+    net = fc.load_classifier(a.classifier) if a.classes else None
+    bins = None if a.classes else _bins(a)
+    for step in checkpoint_steps(run):
+        u8 = fc.run_samples(run, step, a.n, "auto")
+        if net is not None:
+            cov = fc.coverage(fc.predict(net, fc.grey_u8(u8)))
+            out[str(step)] = {"covered": cov["covered"], "kl": round(cov["kl"], 4)}
+        else:
+            r = bins.compare(u8)
+            out[str(step)] = {"ndb": r["different"], "bins": r["bins"], "filled": r["covered"],
+                              "js": round(r["js"], 4)}
+    return out
+
+
+def _bins(a):
+    from began.train.coverage import Bins
+    from began.train.data import Preprocess, load_image_folder
+
+    cfg = json.loads(next(a.out.glob("*/config.json")).read_text())
+    pre = Preprocess(resolution=cfg["model"]["resolution"], crop=cfg["crop"],
+                     background=cfg["background"], resample=cfg["resample"])
+    images = load_image_folder(str(a.data), pre, progress=False).images
+    pick = np.random.default_rng(0).choice(len(images), min(a.n, len(images)), replace=False)
+    return Bins.fit(np.asarray(images[np.sort(pick)]), k=50, seed=0)
+
+
+def one(name: str, flags: list[str], a) -> dict | None:
+    rc, minutes = train(name, flags, a)
+    if rc != 0:
+        print(f"{name}: began train exited {rc} (see {a.out / name}.log)", flush=True)
+        return None
+    row = {"run": name, "flags": flags, "minutes": round(minutes, 1),
+           "scores": score_run(a.out / name, a)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def summary(results: Path) -> None:
+    if not results.is_file():
+        sys.exit(f"no results yet: {results}")
+    rows = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
+    by_setting: dict[str, list[dict]] = {}
+    for r in rows:
+        by_setting.setdefault(r["run"].rsplit("-s", 1)[0], []).append(r)
+    for setting, runs in sorted(by_setting.items()):
+        steps = sorted({int(s) for r in runs for s in r["scores"]})
+        print(f"{setting} ({len(runs)} seeds; flags {' '.join(runs[0]['flags'])})")
+        for step in steps:
+            at = [r["scores"][str(step)] for r in runs if str(step) in r["scores"]]
+            if "covered" in at[0]:
+                full = sum(s["covered"] == 10 for s in at)
+                print(f"  step {step:>6}: 10/10 classes in {full} of {len(at)}; classes "
+                      f"{[s['covered'] for s in at]}; median KL "
+                      f"{statistics.median(s['kl'] for s in at):.3f}")
+            else:
+                print(f"  step {step:>6}: bins different {[s['ndb'] for s in at]} of "
+                      f"{at[0]['bins']}; filled {[s['filled'] for s in at]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("grid", type=Path)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
+    ap.add_argument("--every", type=int, default=1000, help="steps between scored checkpoints")
+    ap.add_argument("-n", type=int, default=2000, help="samples scored per checkpoint")
+    ap.add_argument("--classes", action="store_true",
+                    help="Fashion-MNIST: score by the classifier, not by NDB")
+    ap.add_argument("--classifier", type=Path, default=Path("runs/fmnist_classifier"))
+    ap.add_argument("--summary", action="store_true")
+    a = ap.parse_args()
+    results = a.out / "results.jsonl"
+    if a.summary:
+        summary(results)
+        return
+    grid = json.loads(a.grid.read_text())
+    a.out.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(ln)["run"] for ln in results.read_text().splitlines()
+            if ln.strip()} if results.exists() else set()
+    todo = [(f"{name}-s{seed}", [*grid["base"], *extra, "--seed", str(seed)])
+            for name, extra in grid["settings"].items() for seed in grid["seeds"]
+            if f"{name}-s{seed}" not in done]
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for row in pool.map(lambda t: one(*t, a), todo):
+            if row is not None:
+                with open(results, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
