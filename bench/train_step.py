@@ -5,6 +5,10 @@
     python bench/train_step.py --res 128 --n 128 --device cuda
     python bench/train_step.py --ablate --device cuda            # fast minus each lever
     python bench/train_step.py --res 16 --n 16 --batch 8 --steps 20 --device cpu
+    python bench/train_step.py --arch small --batch 64 --alternating --z-shared  # issue 19's recipe
+
+`--arch small` (models/small.py) and `--alternating` (D then G) time the reference step
+only: the fast step does not implement them, and training falls back to the reference.
 
 For each variant: fresh G and D from the same seed, a warm-up (graph capture, cuDNN
 autotuning, Adam state), then --repeat blocks of --steps steps timed with CUDA events
@@ -59,7 +63,8 @@ def setup(cfg: ModelConfig, dev: torch.device, levers: Levers | None, args):
     hyper = dict(HYPER, z_shared=args.z_shared, cs_alpha=args.cs_alpha)
     if levers is None:
         def step(x, z_d, z_g, k):
-            return began_step(G, D, og, od, x, z_d, z_g, k, **hyper)
+            return began_step(G, D, og, od, x, z_d, z_g, k, alternating=args.alternating,
+                              **hyper)
     else:
         step = FastStep(G, D, og, od, levers=levers, **hyper)
     return step
@@ -123,6 +128,8 @@ def time_variant(name: str, levers: Levers | None, cfg, dev, args, batches) -> d
 
 
 def variants(dev: torch.device, args) -> list[tuple[str, Levers | None]]:
+    if args.arch != "paper" or args.alternating:  # training falls back to the reference too
+        return [("reference", None)]
     fast = Levers.for_device(dev).on(dev)
     if args.compile:
         fast = dataclasses.replace(fast, compile=True)
@@ -148,6 +155,11 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=64)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--z", type=int, default=64, help="N_z = N_h")
+    ap.add_argument("--arch", choices=("paper", "small"), default="paper",
+                    help="networks (small: reference step only)")
+    ap.add_argument("--fc-dim", type=int, default=1024, help="small: G's first fc width")
+    ap.add_argument("--alternating", action="store_true",
+                    help="D then G (the small recipe's update; reference step only)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None, help="steps per timed block "
@@ -166,7 +178,8 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (20 if cuda else 2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ModelConfig(resolution=args.res, n=args.n, z_dim=args.z, h_dim=args.z)
+    cfg = ModelConfig(resolution=args.res, n=args.n, z_dim=args.z, h_dim=args.z,
+                      arch=args.arch, fc_dim=args.fc_dim)
     flops = count_flops(cfg, dev, args.batch, args)
     batches = make_batches(cfg, args.batch, 8, dev)
     rows = []
@@ -187,7 +200,9 @@ def main() -> None:
            platform.machine(), "torch": torch.__version__,
            "cuda": torch.version.cuda if cuda else None,
            "threads": torch.get_num_threads(), "python": platform.python_version()}
-    print(f"\n{args.res}x{args.res}, n={args.n}, N_z=N_h={args.z}, batch {args.batch}, "
+    arch = "" if args.arch == "paper" else f"arch {args.arch} (fc {args.fc_dim}), "
+    arch += "alternating, " if args.alternating else ""
+    print(f"\n{arch}{args.res}x{args.res}, n={args.n}, N_z=N_h={args.z}, batch {args.batch}, "
           f"{dev} ({env['device']}), torch {env['torch']}; step = {flops / 1e9:.1f} GFLOP "
           f"(reference, conv + linear, fwd + bwd); median of {args.repeat} blocks of "
           f"{args.steps} steps")
@@ -202,7 +217,8 @@ def main() -> None:
         sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         print(f"{r['variant']:<28} {r['ms_per_step']:>9.3f} {r['steps_per_s']:>9.1f} "
               f"{r['images_per_s']:>9.0f} {sp:>8} {r['tflops']:>8.3f} {r['peak_mem_mb']:>8.0f}")
-    print(json.dumps({"bench": "train_step", "res": args.res, "n": args.n, "z": args.z,
+    print(json.dumps({"bench": "train_step", "arch": args.arch, "fc_dim": args.fc_dim,
+                      "alternating": args.alternating, "res": args.res, "n": args.n, "z": args.z,
                       "batch": args.batch, "device": str(dev), "env": env,
                       "gflop_per_step": flops / 1e9, "steps": args.steps,
                       "repeat": args.repeat, "rows": rows}))
