@@ -14,7 +14,8 @@ import os
 import sys
 
 from . import __version__, voice
-from .errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, BeganError, StdoutError
+from .errors import (EXIT_FATAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, BeganError,
+                     StdoutError, Terminated, sigterm_unwinds)
 
 
 def _plain_flags() -> None:
@@ -147,7 +148,22 @@ def _silence_stdout() -> None:
 
 
 def run(argv: list[str]) -> int:
-    """Run the app and map every outcome to an exit code."""
+    """Run the app and map every outcome to an exit code. SIGTERM unwinds as an exception
+    (exit 143), so every verb leaves whole files only, as Ctrl-C does."""
+    with sigterm_unwinds():
+        try:
+            code = _run(argv)
+        except Terminated:
+            _print_error_free("terminated")
+            code = EXIT_TERMINATED
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        from . import files
+
+        files.discard_temps()  # a write the signal cut short (the writers remove their own)
+    return code
+
+
+def _run(argv: list[str]) -> int:
     import typer
 
     try:  # typer >= 0.2x vendors click; older releases depend on it

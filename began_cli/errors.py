@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 # Exit codes (documented in the README).
 EXIT_OK = 0
 EXIT_FATAL = 1  # the command could not do its job
@@ -27,3 +32,32 @@ class UsageError(BeganError):
 
 class StdoutError(BeganError):
     """stdout is closed or cannot be written (a full disk): the output cannot be delivered."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM, turned into an exception so the command unwinds (temp files removed,
+    workers stopped, locks released) and exits 143 with whole files only."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_TERMINATED)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Raise Terminated in the main thread on SIGTERM, if no one else handles it (the
+    training loop installs its own handler later). Once: a second SIGTERM while the
+    first unwinds is ignored, so it cannot cut the cleanup short."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

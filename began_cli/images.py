@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
+from .files import atomic_file
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -68,5 +68,5 @@ def save_image(path: str | Path, image: np.ndarray, fmt: str | None = None) -> N
     fmt = (fmt or path.suffix.lstrip(".") or "png").upper()
     fmt = {"JPG": "JPEG"}.get(fmt, fmt)
     img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format=fmt)
+    with atomic_file(path) as f:
+        img.save(f, format=fmt)

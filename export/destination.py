@@ -6,13 +6,17 @@ swapped in at the end only over what was checked.
   bundle (its manifest says so); an empty folder counts as nothing. Anything else
   is refused (exit 2): the command never deletes what it did not create.
 - One export per `--out` at a time: an OS lock (flock) on `.NAME.lock` beside it,
-  released by the kernel if the process dies; a second export fails at once.
-- The bundle is built in `.NAME.partial-PID/` beside `--out` (made at the start, so
+  released by the kernel if the process dies; a second export fails at once. A
+  lock that is a symlink or not a regular file of ours is refused, never opened
+  through (files.open_lock).
+- The bundle is built in `.NAME.partial-PID-TOKEN/` beside `--out` (made at the start, so
   an unwritable or full disk is found before the encoder fit); the final renames
   refuse to replace anything (RENAME_NOREPLACE) and the old bundle is moved aside
   only if it is still the folder that was checked.
-- Temp folders of killed exports (`.NAME.partial-PID/`, `.NAME.old-PID/`) whose
-  process is gone are removed.
+- Temp folders of killed exports (`.NAME.partial-PID-TOKEN/`, `.NAME.old-PID-TOKEN/`)
+  whose process is gone are removed, only when their token proves that began made
+  them (stale.py); an old bundle a kill left aside goes back to `--out` when nothing
+  took its place. Look-alikes are left alone.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from pathlib import Path
 
 from began.bundle import FORMAT, MANIFEST
 from began.errors import BeganError, UsageError
-from began.stale import remove_stale
+from began.files import open_lock, relation, write_bytes
+from began.stale import TOKEN, find_stale, remove_path, token
 
 
 def _noreplace_rename(src: Path, dst: Path) -> None:
@@ -64,16 +69,6 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _relation(out: Path, other: Path) -> str | None:
-    if out == other:
-        return "is"
-    if other in out.parents:
-        return "is inside"
-    if out in other.parents:
-        return "contains"
-    return None
-
-
 class Destination:
     """Context manager: checks, locks, and owns the temp folder; `commit()` swaps it in."""
 
@@ -82,16 +77,19 @@ class Destination:
         self.out = Path(os.path.abspath(out))
         self.protected, self.overwrite, self.need_bytes = protected, overwrite, need_bytes
         self.parent, self.name = self.out.parent, self.out.name
-        self.tmp = self.parent / f".{self.name}.partial-{os.getpid()}"
+        self.tmp = self._aside("partial")
         self._lock_fd: int | None = None
         self._checked: tuple[int, int] | None = None  # identity of what may be replaced
         self._was_empty = False
 
+    def _aside(self, kind: str) -> Path:
+        """This process's temp folder name beside --out: the token proves it is ours."""
+        return self.parent / f".{self.name}.{kind}-{os.getpid()}-{token()}"
+
     # -- checks -------------------------------------------------------------
     def _check_place(self) -> None:
-        real = Path(os.path.realpath(self.out))
         for what, folder in self.protected.items():
-            rel = _relation(real, Path(os.path.realpath(folder)))
+            rel = relation(self.out, folder)
             if rel:
                 raise UsageError(f"--out {self.out} {rel} the {what} {folder}",
                                  "write the bundle outside the run and data folders, "
@@ -122,7 +120,7 @@ class Destination:
     def _lock(self) -> None:
         path = self.parent / f".{self.name}.lock"
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd, _ = open_lock(path)  # never through a link; only a file of ours
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -156,13 +154,13 @@ class Destination:
             raise BeganError(f"cannot write in {self.parent} ({e.strerror or e})",
                              "choose a --out on a disk you can write to") from None
         try:
+            self._sweep_stale()  # first: an old bundle put back is then checked as --out
             self._check_existing()
-            remove_stale(self.parent,
-                         rf"\.{re.escape(self.name)}\.(partial|old)-(?P<pid>\d+)")
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            if os.path.lexists(self.tmp):  # left by an earlier process that had our pid
+                remove_path(self.tmp)
             try:
                 self.tmp.mkdir()
-                (self.tmp / ".probe").write_bytes(b"0" * 4096)
+                write_bytes(self.tmp / ".probe", b"0" * 4096, fsync=False)
                 (self.tmp / ".probe").unlink()
             except OSError as e:
                 raise BeganError(f"cannot write in {self.parent} ({e.strerror or e})",
@@ -177,6 +175,21 @@ class Destination:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _sweep_stale(self) -> None:
+        """Temp folders that killed exports to this --out left, proven ours (stale.py).
+        A bundle moved aside (`.old-`) by an export killed before the new one took its
+        place goes back to --out; the rest are removed."""
+        pattern = (rf"\.{re.escape(self.name)}\.(?P<kind>partial|old)-(?P<pid>\d+)"
+                   rf"-(?P<token>{TOKEN})")
+        for path, m in find_stale(self.parent, pattern):
+            if m.group("kind") == "old" and not os.path.lexists(self.out):
+                try:
+                    _noreplace_rename(path, self.out)
+                    continue
+                except OSError:
+                    pass
+            remove_path(path)
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -193,7 +206,7 @@ class Destination:
                     out.rmdir()
                 _noreplace_rename(self.tmp, out)
                 return
-            old = self.parent / f".{self.name}.old-{os.getpid()}"
+            old = self._aside("old")
             _noreplace_rename(out, old)
             if _identity(old) != self._checked or not is_bundle(old):
                 _noreplace_rename(old, out)  # not what we checked: put it back untouched

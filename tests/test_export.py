@@ -382,19 +382,70 @@ def test_two_concurrent_export_processes_one_wins(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-def test_stale_temp_folders_of_dead_exports_are_removed(trained, tmp_path):
+def aside(folder, kind, pid):
+    """The temp folder name an export with this pid uses beside --out folder/m."""
+    from began.stale import token
+
+    return folder / f".m.{kind}-{pid}-{token(pid)}"
+
+
+def test_stale_temp_folders_of_dead_exports_are_removed(trained, bundle_dir, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [tmp_path / f".m.partial-{dead.pid}", tmp_path / f".m.old-{dead.pid}"]
-    alive = tmp_path / f".m.partial-{os.getppid()}"  # a live process's: not ours to remove
+    shutil.copytree(bundle_dir, tmp_path / "m")  # a bundle at --out: the .old- is garbage
+    stale = [aside(tmp_path, "partial", dead.pid), aside(tmp_path, "old", dead.pid)]
+    alive = aside(tmp_path, "partial", os.getppid())  # a live process's: not ours to remove
     other = tmp_path / f".other.partial-{dead.pid}"  # another --out's: not this export's
-    for d in (*stale, alive, other):
+    # Look-alikes of a dead pid that a user made (or an older began): no token that
+    # verifies, so never deleted.
+    lookalikes = [tmp_path / f".m.partial-{dead.pid}", tmp_path / f".m.old-{dead.pid}",
+                  tmp_path / f".m.old-{dead.pid}-{'0' * 16}"]
+    for d in (*stale, alive, other, *lookalikes):
         d.mkdir()
         (d / "generator.onnx").write_bytes(b"half")
     assert run(["export", str(trained), "--out", str(tmp_path / "m"), "--fit-steps", "2",
-                "-q"]) == 0
+                "--overwrite", "-q"]) == 0
     assert not any(d.exists() for d in stale)
     assert alive.exists() and other.exists()
+    assert [(d / "generator.onnx").read_bytes() for d in lookalikes] == [b"half"] * 3
+
+
+def test_a_bundle_a_killed_export_moved_aside_is_put_back(trained, bundle_dir, tmp_path,
+                                                          capsys):
+    """Killed between moving the old bundle aside and renaming the new one in: --out is
+    gone and the old bundle sits in .m.old-PID-TOKEN/. The next export puts it back (and,
+    without --overwrite, refuses to replace it) instead of deleting the only copy."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    old = aside(tmp_path, "old", dead.pid)
+    shutil.copytree(bundle_dir, old)
+    aside(tmp_path, "partial", dead.pid).mkdir()
+    capsys.readouterr()
+    assert run(["export", str(trained), "--out", str(tmp_path / "m"), "--fit-steps", "2",
+                "-q"]) == 2
+    assert "already exists (a began bundle)" in capsys.readouterr().err
+    load_bundle(tmp_path / "m")  # whole, and where it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_lock_that_is_not_a_file_of_ours_is_refused_and_left_untouched(trained, tmp_path,
+                                                                         capsys):
+    """A symlinked `.m.lock` was once truncated and overwritten with a pid (exit 0)."""
+    secret = tmp_path / "notes.txt"
+    secret.write_text("the user's own file")
+    lock = tmp_path / ".m.lock"
+    for make in (lambda: lock.symlink_to(secret), lambda: os.link(secret, lock),
+                 lambda: os.mkfifo(lock)):
+        make()
+        capsys.readouterr()
+        assert run(["export", str(trained), "--out", str(tmp_path / "m"), "--fit-steps", "2",
+                    "-q"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith(f"error: {lock} is a ") and "left untouched" in err[0], err
+        assert err[1].startswith(f"hint: remove {lock} yourself"), err
+        assert secret.read_text() == "the user's own file"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "notes.txt"]
+        lock.unlink()
 
 
 def test_unwritable_or_full_destination_is_found_before_the_fit(trained, tmp_path, capsys,

@@ -14,6 +14,7 @@ import torch
 
 from began.app import run
 from began.errors import UsageError
+from began.files import temp_name_for
 from began.train.config import fit_intervals, preset
 from began.train.run_folder import LOCK_NAME
 from began.train.threads import choose_threads, default_threads
@@ -82,6 +83,95 @@ def test_a_killed_trainer_leaves_the_lock_free(image_folder, tmp_path, capsys):
     assert train(image_folder, out, *BASE, "--steps", 8) == 0
 
 
+def test_a_lock_that_is_not_a_file_of_ours_is_refused_and_left_untouched(
+        image_folder, short_run, tmp_path, capsys):
+    """A symlinked lock (or a hard link to a user's file, or a FIFO) was once truncated and
+    overwritten with a pid; now it is refused before anything is written (exit 1)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the user's own file")
+    os.chmod(secret, 0o600)
+    out = tmp_path / "run"
+    for i, make in enumerate((lambda p: p.symlink_to(secret), lambda p: os.link(secret, p),
+                              lambda p: os.mkfifo(p))):
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(short_run, out)
+        (out / LOCK_NAME).unlink()
+        make(out / LOCK_NAME)
+        before = listing(out)
+        capsys.readouterr()
+        assert train(image_folder, out, *BASE, "--steps", 12) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-2].startswith(f"error: {out / LOCK_NAME} is a "), err
+        assert "not a lock file that began made; it was left untouched" in err[-2]
+        assert err[-1].startswith(f"hint: remove {out / LOCK_NAME} yourself"), err
+        assert listing(out) == before, i
+        assert secret.read_text() == "the user's own file"
+        assert secret.stat().st_mode & 0o777 == 0o600
+    # A fresh run folder with a symlinked lock planted in it: nothing is created either.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / LOCK_NAME).symlink_to(secret)
+    assert train(image_folder, fresh, *BASE, "--steps", 2) == 1
+    assert sorted(p.name for p in fresh.iterdir()) == [LOCK_NAME]
+    assert secret.read_text() == "the user's own file"
+
+
+def test_files_are_never_written_through_a_final_symlink(tmp_path):
+    """The helpers every write goes through: appends and locks refuse a link; atomic
+    writes replace the link itself; nothing reaches the link's target."""
+    from began import files
+
+    target = tmp_path / "target"
+    target.write_text("mine")
+    link = tmp_path / "stats.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(OSError, match="symbolic link"):
+        files.append_text(link, "a row\n")
+    with pytest.raises(files.LockRefused):
+        files.open_lock(link)
+    files.write_text(link, "new")  # the output rule: the link is replaced, not followed
+    assert not link.is_symlink() and link.read_text() == "new"
+    assert target.read_text() == "mine"
+    other = tmp_path / "other.txt"
+    other.write_text("theirs")
+    os.link(other, tmp_path / "hard.lock")
+    with pytest.raises(files.LockRefused, match="hard link"):
+        files.open_lock(tmp_path / "hard.lock")
+    fd, created = files.open_lock(tmp_path / "ok.lock")
+    os.close(fd)
+    assert created and files.open_lock(tmp_path / "ok.lock")[1] is False
+    assert other.read_text() == "theirs"
+
+
+@pytest.mark.parametrize("where", ["inside", "same", "around"])
+def test_a_run_folder_at_inside_or_around_the_data_folder_is_refused(image_folder, tmp_path,
+                                                                     capsys, where):
+    """`began train data --out data/run` would train on its own PNGs the second time (and
+    rewrite the data cache): refused, exit 2, before anything is written."""
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    cache = sorted(os.listdir(os.environ["BEGAN_CACHE_DIR"])) if os.path.isdir(
+        os.environ["BEGAN_CACHE_DIR"]) else []
+    if where == "around":  # the data folder inside the run folder
+        run_dir, data_dir = tmp_path, data
+    else:
+        run_dir, data_dir = (data / "run" if where == "inside" else data), data
+    alias = tmp_path / "alias"  # through a symlink or .. too
+    alias.symlink_to(data)
+    before = listing(tmp_path)
+    for out in (run_dir, alias / "run" if where == "inside" else run_dir):
+        capsys.readouterr()
+        assert train(data_dir, out, *BASE, "--steps", 2) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        rel = {"inside": "is inside", "same": "is", "around": "contains"}[where]
+        assert err[0] == f"error: --out {out} {rel} the data folder {data_dir}", err
+        assert err[1] == "hint: put the run folder outside the data folder, e.g. --out runs/NAME"
+        assert listing(tmp_path) == before
+    after = sorted(os.listdir(os.environ["BEGAN_CACHE_DIR"])) if os.path.isdir(
+        os.environ["BEGAN_CACHE_DIR"]) else []
+    assert after == cache  # the data was not even scanned
+
+
 def test_without_config_json_the_checkpoint_config_decides(image_folder, short_run, tmp_path,
                                                            capsys):
     out = tmp_path / "copied"
@@ -122,16 +212,21 @@ def test_stale_temp_files_of_dead_writers_are_removed(image_folder, short_run, t
     shutil.copytree(short_run, out)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = [out / f".stats.jsonl.{dead.pid}-0.tmp",
-             out / "samples" / f".samples-00000010.png.{dead.pid}-3.tmp",
-             out / "checkpoints" / f".ckpt-00000010.safetensors.{dead.pid}-1.tmp"]
-    kept = [out / f".config.json.{os.getpid()}-999.tmp",  # a live process's: not ours to judge
-            out / "notes.tmp", out / "samples" / ".mine.tmp"]  # not our temp-name pattern
+    stale = [temp_name_for(out / "stats.jsonl", dead.pid),
+             temp_name_for(out / "samples" / "samples-00000010.png", dead.pid, 3),
+             temp_name_for(out / "checkpoints" / "ckpt-00000010.safetensors", dead.pid, 1)]
+    kept = [temp_name_for(out / "config.json", os.getpid(), 999),  # a live process's
+            out / "notes.tmp", out / "samples" / ".mine.tmp",  # not our temp-name pattern
+            # look-alikes a user made, of a dead pid: no token that verifies, so kept
+            out / f".stats.jsonl.{dead.pid}-0.tmp",
+            out / "samples" / f".samples-00000010.png.{dead.pid}-3.tmp",
+            out / "checkpoints" / f".ckpt-00000010.safetensors.{dead.pid}-1.tmp",
+            out / "checkpoints" / f".ckpt-00000012.safetensors.{dead.pid}-1.{'f' * 16}.tmp"]
     for p in stale + kept:
         p.write_bytes(b"half")
-    assert train(image_folder, out, *BASE, "--steps", 10) == 0
+    assert train(image_folder, out, *BASE, "--steps", 12) == 0  # and a checkpoint pruned
     assert [p.exists() for p in stale] == [False] * 3
-    assert [p.read_bytes() for p in kept] == [b"half"] * 3
+    assert [p.read_bytes() for p in kept] == [b"half"] * len(kept)
 
 
 def test_a_failed_start_leaves_no_empty_run_folder(tmp_path, capsys):

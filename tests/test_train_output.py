@@ -55,7 +55,7 @@ def test_tensorboard_is_skipped_silently_when_missing(image_folder, tmp_path, mo
     assert train(image_folder, out, *BASE, "--steps", 3) == 0
     assert not (out / "tensorboard").exists()
     lines = capsys.readouterr().err.splitlines()
-    assert all(line.startswith(("data: ", "step ", "done: ")) for line in lines), lines
+    assert all(line.startswith(("data: ", "plan: ", "step ", "done: ")) for line in lines), lines
 
 
 def test_resume_purges_tensorboard_events_after_the_checkpoint(image_folder, tmp_path):

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from began.files import atomic_path
+from began.files import atomic_path, remove_stale_temps
 
 FORMAT = "began-train-state"
 VERSION = "1"
@@ -141,8 +141,7 @@ def prune(ckpt_dir: Path, keep: int) -> list[Path]:
     for _, path in list_checkpoints(ckpt_dir)[:-keep]:
         path.unlink(missing_ok=True)
         removed.append(path)
-    for tmp in ckpt_dir.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
-        tmp.unlink(missing_ok=True)
+    remove_stale_temps(ckpt_dir)  # left by a process killed mid-write (and proven ours)
     return removed
 
 

@@ -48,10 +48,10 @@ import numpy as np
 from PIL import Image
 
 from began.decode import Preprocess, decode_image, failure_reason
-from began.errors import BeganError
-from began.files import atomic_path
+from began.errors import BeganError, sigterm_unwinds
+from began.files import atomic_file, remove_stale_temps, write_text
 from began.progress import progress as progress_bar
-from began.stale import remove_stale
+from began.stale import cache_dir as _cache_dir
 
 __all__ = [
     "ImageSet",
@@ -205,11 +205,7 @@ def _cache_key(pre: Preprocess, candidates: Iterable[_Candidate]) -> str:
 
 def default_cache_dir() -> Path:
     """$BEGAN_CACHE_DIR, else $XDG_CACHE_HOME/began/data, else ~/.cache/began/data."""
-    if os.environ.get("BEGAN_CACHE_DIR"):
-        return Path(os.environ["BEGAN_CACHE_DIR"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "began" / "data"
-    return Path.home() / ".cache" / "began" / "data"
+    return _cache_dir()
 
 
 # ----------------------------------------------------------------------------
@@ -244,8 +240,7 @@ def _load_cache(cache_dir: Path, key: str, pre: Preprocess, root: Path) -> Image
 
 
 def _write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
-    with atomic_path(meta_path) as tmp:  # fsync + rename; written last = cache valid
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_text(meta_path, json.dumps(meta, indent=1))  # fsync + rename; written last = valid
 
 
 # ----------------------------------------------------------------------------
@@ -362,32 +357,6 @@ def _unblock_manager(manager: threading.Thread, results, procs: list) -> None:
     manager.join(timeout=5.0)
 
 
-class Terminated(SystemExit):
-    """SIGTERM while decoding: unwind (workers stopped, temp file removed), exit 143."""
-
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def sigterm_unwinds():
-    """Turn SIGTERM into an exception while we hold workers and a temp file, if no
-    one else handles it (the training loop installs its own handler later)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def handle(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -411,12 +380,11 @@ def _build(root: Path, candidates: list[_Candidate], pre: Preprocess, cache_dir:
     skipped: list[Skipped] = []
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale(cache_dir, r"\.[0-9a-f]{64}\.(u8|json)\.(?P<pid>\d+)-\d+\.tmp")
+        remove_stale_temps(cache_dir)
         # closing() shuts the worker pool down even when we leave early
         with (
             sigterm_unwinds(),
-            atomic_path(data_path) as tmp,
-            open(tmp, "wb") as out,
+            atomic_file(data_path) as out,
             progress_bar(len(candidates), f"decoding {root.name or root}",
                          log=None if progress is False else _say, show=progress) as advance,
             contextlib.closing(_decode_all(candidates, pre, workers)) as results,

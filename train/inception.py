@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from began.files import atomic_path
+from began.files import atomic_file, write_text
 
 FEATURE_DIM = 2048
 INPUT_SIDE = 299
@@ -198,12 +198,11 @@ def load_cached(cache_dir: Path, key: str, count: int) -> np.ndarray | None:
 def save_cached(cache_dir: Path, key: str, feats: np.ndarray, about: dict) -> None:
     data, meta = _paths(cache_dir, key)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(data) as tmp, open(tmp, "wb") as f:
+    with atomic_file(data) as f:
         np.save(f, np.ascontiguousarray(feats, np.float32), allow_pickle=False)
-    with atomic_path(meta) as tmp:  # written last: its presence marks the entry valid
-        tmp.write_text(json.dumps({"key": key, "shape": list(feats.shape), "dtype": "float32",
-                                   "preprocess": PREPROCESS, **about}, indent=1),
-                       encoding="utf-8")
+    # written last: its presence marks the entry valid
+    write_text(meta, json.dumps({"key": key, "shape": list(feats.shape), "dtype": "float32",
+                                 "preprocess": PREPROCESS, **about}, indent=1))
 
 
 def reference_features(net: Inception, images: np.ndarray, images_key: str,

@@ -42,7 +42,7 @@ from .interrupt import StopRequest
 from .load import load_data
 from .progress import Rate, Reporter
 from .rank0 import on_main
-from .run_folder import RunFolder
+from .run_folder import RunFolder, refuse_data_overlap
 from .snapshots import Snapshots
 from .state import STAT_KEYS, TrainState
 from .step import StepOut, began_step
@@ -87,6 +87,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     """Train (or resume) the run in `run_dir` up to `cfg.steps` steps (under torchrun
     too: the process group comes from the environment). `threads`: CPU threads, see
     threads.py for the default."""
+    refuse_data_overlap(cfg.data_dir, run_dir)  # before anything is written
     apply_threads(threads)
     d, device = distributed.from_env(device)
     run = RunFolder(cfg, Path(run_dir), d)

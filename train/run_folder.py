@@ -32,8 +32,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from began.errors import BeganError
-from began.files import remove_stale_temps, write_text
+from began.errors import BeganError, UsageError
+from began.files import append_text, open_lock, relation, remove_stale_temps, write_text
 from began.images import make_grid, save_image, to_uint8
 from began.models import sampling
 
@@ -66,6 +66,15 @@ def truncate_stats(path: Path, step: int) -> None:
 
 
 LOCK_NAME = ".began-train.lock"
+
+
+def refuse_data_overlap(data_dir: str | Path, run_dir: str | Path) -> None:
+    """The run folder may not be, lie inside, or contain the data folder: the next scan
+    would take the run's own PNGs for training images (and the data cache would churn)."""
+    rel = relation(run_dir, data_dir) if str(data_dir) else None
+    if rel:
+        raise UsageError(f"--out {run_dir} {rel} the data folder {data_dir}",
+                         "put the run folder outside the data folder, e.g. --out runs/NAME")
 
 
 class RunFolder:
@@ -112,11 +121,9 @@ class RunFolder:
         import fcntl
 
         path = self.path / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd, created = open_lock(path, 0o644)  # never through a link; only a file of ours
+        if created:  # else kept from an earlier run (or held by a live one)
             self._note_created(path)
-        except FileExistsError:  # kept from an earlier run (or held by a live one)
-            fd = os.open(path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -205,8 +212,7 @@ class RunFolder:
 
     def write_stats(self, row: dict[str, Any]) -> None:
         def append() -> None:
-            with open(self.stats_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_text(self.stats_path, json.dumps(row) + "\n")
             self.board.scalars(row)
         self.on_disk("stats.jsonl", append, result=True)
 

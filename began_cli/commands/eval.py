@@ -82,7 +82,9 @@ def eval_(
                                   "0: off."),
     write_card: bool = typer.Option(False, "--write-card",
                                     help="Models only: add the figures to the bundle's "
-                                         "manifest.json ('eval') and MODEL_CARD.md."),
+                                         "manifest.json ('eval') and MODEL_CARD.md (a "
+                                         "bundle you name with --model or SOURCE, never "
+                                         "the embedded one)."),
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -104,6 +106,8 @@ def eval_(
     from began.train import evaluate as ev
     from began.train.inception import NetworkMissing, network_path
 
+    if write_card:  # where the figures go is checked before minutes of work
+        ev.check_card_target(src.path)
     try:
         network_path()
     except NetworkMissing as e:
@@ -132,7 +136,7 @@ def eval_(
                          msssim_pairs=pairs, bins=bins)
     result["seed"] = seed
     if write_card:
-        for p in ev.write_card(Path(samples.about["path"]), result):
+        for p in ev.write_card(src.path, result):
             o.say(f"wrote {p}")
     o.say(ev.table(result))
     if as_json:
