@@ -36,3 +36,27 @@ def test_sample_uses_it_without_model(tmp_path, monkeypatch, capsys):
     assert ours.shape == shipped.shape
     assert np.abs(ours - shipped).max() <= 1
     assert np.mean(ours != shipped) < 1e-3  # a rounding step, not a different picture
+
+
+def test_the_readme_states_the_shipped_models_figures():
+    """The README's claims about the embedded model are the figures the build script wrote
+    into its manifest (class coverage, KL, FID with its counts), so a new model cannot leave
+    an old sentence behind."""
+    from conftest import REPO
+
+    m = load_bundle(DEFAULT_MODEL).manifest
+    cov, ev = m["coverage"], m["eval"]
+    readme = " ".join((REPO / "README.md").read_text().split())  # line breaks are layout
+    card = " ".join((DEFAULT_MODEL / "MODEL_CARD.md").read_text().split())
+    assert f"{cov['covered']} of 10 classes with at least 5% of {cov['n']:,} samples" in readme
+    assert f"KL {cov['kl']:.3f} to uniform" in readme
+    fid = (f"FID {ev['fid']:.0f} against the test set ({ev['samples']:,} samples vs "
+           f"{ev['reference']['used']:,} test images)")
+    assert fid in readme
+    assert f"Classes with >= 5% of the samples: {cov['covered']} of 10" in card
+    assert f"KL of the label histogram to uniform: {cov['kl']:.3f}" in card
+    assert f"FID ({ev['samples']:,} samples vs {ev['reference']['used']:,} images of `test`): " \
+           f"{ev['fid']:.1f}" in card
+    # the hand-written assessment
+    assert f"(KL {cov['kl']:.3f}; the goal was 0.03)" in card
+    assert f"FID {ev['fid']:.0f} at {ev['samples']:,} against {ev['reference']['used']:,}" in card
