@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,10 +33,22 @@ from .destination import Destination
 from .encoder_fit import fit_encoder, held_out_split, init_from_d, inversion_metrics, to_float
 from .graphs import (FP32_TOLERANCE, GRAPH_IO, OPSET, EncoderToZ, export_graph, graph_modules,
                      metadata_props, parity)
-from .runs import RunSnapshot, load_run
+from .runs import RunSnapshot, load_run, training_seconds
 
 FP16_GRAPHS = ("generator", "encoder", "autoencoder", "decoder")
-FIT_SECONDS = 40.0  # default time budget of the encoder fit (early stopping often ends it)
+FIT_SECONDS = 40.0  # the encoder fit's longest default budget (early stopping often ends it)
+FIT_MIN_SECONDS = 3.0
+FIT_SHARE = 0.1  # by default the fit gets this share of the run's training time
+
+
+def fit_budget(snap: RunSnapshot) -> float:
+    """The fit's default time budget, sized to the model and data through what training
+    them took: a tenth of it, between 3 and 40 s (a smoke run's fit no longer takes longer
+    than its training; a long run's is capped)."""
+    trained = training_seconds(snap.run_dir, snap.step)
+    if trained is None:
+        return FIT_SECONDS
+    return round(min(FIT_SECONDS, max(FIT_MIN_SECONDS, FIT_SHARE * trained)), 1)
 
 
 def _bundle_bytes(snap: RunSnapshot, fp16: bool) -> int:
@@ -99,14 +112,15 @@ def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str,
 def export_run(run_dir: str | Path, out: str | Path, step: int | str | None = None,
                encoder: str = "fit", fit_steps: int = 2000, device: str = "auto",
                data_dir: str | None = None, fp16: bool | None = None, overwrite: bool = False,
-               weights: str = "auto", fit_seconds: float | None = FIT_SECONDS,
+               weights: str = "auto", fit_seconds: float | None = None,
                progress: bool | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the bundle for `run_dir` at `out`; returns its manifest.
 
     fp16: None writes the half-precision graphs only when exporting on CUDA (the
     machine a GPU bundle is most likely for); True/False force it. fit_seconds: the
-    fit's time budget (None or 0: none, so only early stopping and fit_steps end it)."""
+    fit's time budget (0: none, so only early stopping and fit_steps end it; None:
+    `fit_budget`, a tenth of the run's training time between 3 and 40 s)."""
     if encoder not in ("fit", "d"):
         raise UsageError(f"unknown encoder {encoder!r}", "use fit or d")
     if encoder == "fit" and fit_steps < 1:
@@ -138,8 +152,12 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
     log(f"exporting {snap.checkpoint} (step {snap.step}, {snap.weights} weights of G) on "
         f"{dev}")
     show = False if progress is False else None
+    if fit_seconds is None:
+        fit_seconds = fit_budget(snap)
+    spent = Phases()
 
     real_fit, real_held = _real_images(snap, data_dir, log, progress=show)
+    spent.done("data")
     if kind == "d":
         enc = init_from_d(cfg.model, D).to(dev).eval()
         info: dict[str, Any] = {"kind": "d", "about": "D's encoder, trained with the BEGAN-CS "
@@ -149,8 +167,10 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
             enc, fit = fit_encoder(G, D, None if real_fit is None else real_fit.to(dev),
                                    fit_steps, seed=cfg.seed, log=log,
                                    max_seconds=fit_seconds or None, advance=advance)
-        info = {"kind": "fit", **fit, "about": "a copy of D's encoder trained with G frozen "
-                "on |Enc(G(z)) - z| + |G(Enc(x)) - x|, stopped early on a validation set"}
+        info = {"kind": "fit", **fit, "budget_s": fit_seconds or None,
+                "about": "a copy of D's encoder trained with G frozen on |Enc(G(z)) - z| + "
+                         "|G(Enc(x)) - x|, stopped early on a validation set"}
+    spent.done("encoder fit" if kind == "fit" else "encoder")
     # Sized to the model: 1,024 generated and up to 512 held-out images up to 32x32,
     # 128 and 128 from 64x64 up, where each G pass costs 4x or more (the standard
     # error of these means stays well below the differences they are used to judge).
@@ -175,6 +195,7 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
                                         for i in range(0, len(a), 64)]).numpy()
         # EncoderToZ: the encoder graph's own clip to [-1, 1], so these are the CLI's figures
         reference = inversion_reference(numpy_fn(G), numpy_fn(EncoderToZ(enc)), cfg.model.z_dim)
+    spent.done("inversion figures")
     G, D, enc = G.cpu(), D.cpu(), enc.cpu()
     core = _manifest_core(snap, info)
     core["inversion_reference"] = reference
@@ -209,4 +230,22 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
         raise BeganError(f"cannot write the bundle in {tmp.parent} ({e.strerror or e})",
                          "free some space, or choose a --out on another disk") from None
     dest.commit()
+    spent.done("graphs (export, parity)")
+    budget = f" (budget {fit_seconds:g} s)" if kind == "fit" and fit_seconds else ""
+    log(f"time: {spent.line()}{budget}")
     return manifest
+
+
+class Phases:
+    """Wall seconds per phase of the export, for the closing `time:` line."""
+
+    def __init__(self) -> None:
+        self.t, self.parts = time.monotonic(), []
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.parts.append((name, now - self.t))
+        self.t = now
+
+    def line(self) -> str:
+        return ", ".join(f"{name} {s:.1f} s" for name, s in self.parts)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from began.export.runs import training_seconds
 from began.model import DEFAULT_MODEL
 
 HERE = Path(__file__).resolve().parents[1]
@@ -49,16 +50,6 @@ def began(*args: str) -> str:
     r = subprocess.run([sys.executable, "-m", "began", *args], check=True, capture_output=True,
                        text=True)
     return r.stdout
-
-
-def training_time(run_dir: Path, until: int) -> float:
-    """Seconds of training up to step `until`, from stats.jsonl (steps / images per second)."""
-    seconds, batch = 0.0, json.loads((run_dir / "config.json").read_text())["batch_size"]
-    for line in (run_dir / "stats.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["step"] <= until:
-            seconds += row["steps_averaged"] * batch / max(row["images_per_s"], 1e-9)
-    return seconds
 
 
 def main() -> None:
@@ -94,7 +85,7 @@ def main() -> None:
                    check=True, capture_output=True)
     inversion = json.loads(inv_json.read_text())
     inv_json.unlink()
-    seconds = training_time(args.run, manifest["training"]["step"])
+    seconds = training_seconds(args.run, manifest["training"]["step"]) or 0.0
     cfg = json.loads((args.run / "config.json").read_text())
     cov = class_coverage(out, args.classifier) if args.data == "fmnist" else None
     (out / "MODEL_CARD.md").write_text(card(manifest, score, inversion, cfg, seconds,

@@ -150,6 +150,25 @@ def resolve_checkpoint(run_dir: Path, step: int | str | None) -> Path:
                                                               BEST_NAME).is_file() else ""))
 
 
+def training_seconds(run_dir: Path, until: int) -> float | None:
+    """Seconds the run trained up to step `until`, from stats.jsonl (steps x batch / the
+    row's images per second); None when the run logged none."""
+    text = _read_text(run_dir / "stats.jsonl")
+    try:
+        batch = json.loads(_read_text(run_dir / "config.json") or "{}")["batch_size"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    seconds = 0.0
+    for line in (text or "").splitlines():
+        try:
+            row = json.loads(line)
+            if row["step"] <= until:
+                seconds += row["steps_averaged"] * batch / max(row["images_per_s"], 1e-9)
+        except (ValueError, KeyError, TypeError):  # a torn or older row
+            continue
+    return seconds or None
+
+
 def load_run(run_dir: str | Path, step: int | str | None = None,
              weights: str = "auto") -> RunSnapshot:
     """The run's checkpoint at `step` (a number, "best" or None for the newest)."""

@@ -566,3 +566,29 @@ def test_linear_readout_is_the_least_squares_map_folded_into_fc():
     w = torch.linalg.solve(gram, x.T @ z.double())
     assert torch.allclose(after.double(), x @ w, atol=1e-3)
     assert ((after - z) ** 2).mean() < ((h - z) ** 2).mean()
+
+
+def test_the_fit_budget_follows_the_runs_training_time(trained, tmp_path, capsys):
+    """A smoke run's export is not dominated by a fixed 40-second fit: by default the fit
+    gets a tenth of what training took, between 3 and 40 s, and the export says where its
+    time went."""
+    from began.export.bundle import FIT_MIN_SECONDS, FIT_SECONDS
+    from began.export.runs import training_seconds
+
+    trained_s = training_seconds(trained, 20)
+    assert trained_s is not None and trained_s > 0
+    want = round(min(FIT_SECONDS, max(FIT_MIN_SECONDS, trained_s / 10)), 1)
+    out = tmp_path / "b"
+    assert run(["export", str(trained), "--out", str(out), "--device", "cpu"]) == 0
+    enc = load_bundle(out).manifest["encoder"]
+    assert enc["budget_s"] == want
+    assert enc["seconds"] <= want + 5  # the budget ends the fit (its last check included)
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("time: ")]
+    for phase in ("data", "encoder fit", "inversion figures", "graphs (export, parity)"):
+        assert f"{phase} " in line
+    assert line.endswith(f"(budget {want:g} s)")
+    # 0 still means no budget, as before
+    assert run(["export", str(trained), "--out", str(tmp_path / "c"), "--device", "cpu",
+                "--fit-time", "0", "--fit-steps", "5", "-q"]) == 0
+    assert load_bundle(tmp_path / "c").manifest["encoder"]["budget_s"] is None

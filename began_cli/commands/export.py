@@ -28,9 +28,10 @@ def export(
     fit_steps: int = typer.Option(2000, min=1, metavar="N",
                                   help="Most steps of the encoder fit; it stops earlier when "
                                        "its validation loss stops improving."),
-    fit_time: float = typer.Option(40.0, min=0, metavar="SECONDS",
-                                   help="Time budget of the encoder fit (0: none; the fit "
-                                        "then ends only by early stopping or --fit-steps)."),
+    fit_time: Optional[float] = typer.Option(
+        None, min=0, metavar="SECONDS", show_default=False,
+        help="Time budget of the encoder fit \\[default: a tenth of the run's training time, "
+             "3-40 s] (0: none; the fit then ends only by early stopping or --fit-steps)."),
     data: Optional[Path] = typer.Option(None, metavar="DIR",
                                         help="Training images for the encoder fit and its "
                                              "held-out PSNR \\[default: the run's data folder]."),
