@@ -57,6 +57,10 @@ def test_the_readme_states_the_shipped_models_figures():
     assert f"KL of the label histogram to uniform: {cov['kl']:.3f}" in card
     assert f"FID ({ev['samples']:,} samples vs {ev['reference']['used']:,} images of `test`): " \
            f"{ev['fid']:.1f}" in card
+    import re
+
+    minutes = re.search(r"Time: (\d+) minutes of training", card).group(1)
+    assert f"`--preset small32`, {minutes} minutes on a CPU" in readme
     # the hand-written assessment
     assert f"(KL {cov['kl']:.3f}; the goal was 0.03)" in card
     assert f"FID {ev['fid']:.0f} at {ev['samples']:,} against {ev['reference']['used']:,}" in card

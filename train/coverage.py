@@ -29,7 +29,7 @@ expecting 16 samples falls under 8 by chance only rarely.
 Measured on Fashion-MNIST test images (32x32; 2,000 vs 2,000, K = 50, 3 k-means
 seeds): disjoint images of all ten classes: 0-3 bins different, 49-50 covered, JS
 0.008-0.009; one class (t-shirts; sneakers): 47-50 different, 12-13 (8) covered; six
-classes: 39-41 and 27-30; the embedded model (three classes): 46-49 and 11-14; one
+classes: 39-41 and 27-30; the previous embedded model (three classes): 46-49 and 11-14; one
 image: 50 and 1.
 
 Pure numpy, deterministic for a seed; 2,000 vs 2,000 32x32x3 images take under a

@@ -33,7 +33,7 @@ enough for the z-test to flag an emptied bin (16 against 0 is z = 4) and for a
 covered bin to be told from an empty one by chance alone (fewer than 8 of an
 expected 16 is rare), which 50 bins of 5 would not be. On Fashion-MNIST (256 vs 256,
 K = 16, 3 k-means seeds): disjoint test images fill 15-16 bins with 0-2 different;
-one class alone fills 3-6; six of the ten classes 8-9; the embedded model (3 classes)
+one class alone fills 3-6; six of the ten classes 8-9; the previous embedded model (3 classes)
 4-5 with 15 different; one image 1.
 
 "Best" (the checkpoint kept apart as checkpoints/ckpt-best.safetensors, never
