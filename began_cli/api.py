@@ -29,7 +29,7 @@ from . import latent
 from .errors import BeganError, UsageError
 from .images import to_uint8
 from .inputs import collect, preprocess_for, read, to_float
-from .seeds import MAX_SEED, parse_seeds, z_for_seeds
+from .seeds import MAX_COUNT, MAX_SEED, parse_seeds, z_for_seeds
 
 ImagesLike = Union[str, Path, np.ndarray, Sequence[Union[str, Path, np.ndarray]]]
 
@@ -159,16 +159,43 @@ class Inversion:
         return len(self.z)
 
 
-def _at_least(name: str, value: int, low: int, example: int) -> None:
-    if value < low:
-        raise UsageError(f"{name}= must be at least {low}, got {value}",
+# The CLI's bounds (its Typer options), checked before any work: a call that would
+# never return or fill memory is a clear error instead.
+MAX_FRAMES = 10_000  # interpolate's steps per segment
+MAX_REFINE = 100_000  # Adam steps of invert / interpolate
+MAX_SCORE = 50_000  # score's n and max_images
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _in_range(name: str, value: Any, low: int, high: int, example: int) -> None:
+    if not _is_int(value) or not low <= value <= high:
+        raise UsageError(f"{name}= must be a whole number in {low}..{high:,}, got {value!r}",
                          f"e.g. {name}={example}")
 
 
 def _seed_list(seeds: int | str | Iterable[int]) -> list[int]:
     if isinstance(seeds, str):
         return parse_seeds(seeds)
-    out = [int(seeds)] if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    if _is_int(seeds):
+        out = [int(seeds)]
+    elif not hasattr(seeds, "__iter__"):  # True, 3.7, None
+        raise UsageError(f"bad seed {seeds!r}: seeds are whole numbers",
+                         "e.g. 7, range(16) or '0-7,42'")
+    else:
+        if hasattr(seeds, "__len__") and len(seeds) > MAX_COUNT:  # type: ignore[arg-type]
+            raise UsageError(f"{len(seeds):,} seeds is more than {MAX_COUNT:,}",  # type: ignore
+                             "draw them in parts, e.g. range(0, 1_000_000)")
+        out = []
+        for s in seeds:
+            if not _is_int(s):
+                raise UsageError(f"bad seed {s!r}: seeds are whole numbers",
+                                 "e.g. range(16) or '0-7,42'")
+            out.append(int(s))
+            if len(out) > MAX_COUNT:
+                raise UsageError(f"more than {MAX_COUNT:,} seeds", "draw them in parts")
     bad = [s for s in out if not 0 <= s <= MAX_SEED]
     if bad or not out:
         raise UsageError(f"bad seed {bad[0]}" if bad else "no seeds",
@@ -215,15 +242,20 @@ class Model:
     @_speaks_api
     def z(self, seeds: int | str | Iterable[int], truncation: float = 1.0) -> np.ndarray:
         """The CLI's z for each seed: (N, N_z) float32, uniform in [-1, 1] times truncation."""
-        if not 0.0 <= truncation <= 1.0:
+        if not (isinstance(truncation, (int, float)) and 0.0 <= truncation <= 1.0):
             raise UsageError(f"truncation= must be in [0, 1], got {truncation}",
                              "e.g. truncation=0.7: less variety, more typical images")
         return z_for_seeds(_seed_list(seeds), self.z_dim, truncation)
 
     @_speaks_api
     def generate(self, z: np.ndarray, as_float: bool = False) -> np.ndarray:
-        out = self.runtime.generate(np.asarray(z, np.float32).reshape(-1, self.z_dim),
-                                    batch_size=self.batch_size)
+        z = np.asarray(z, np.float32)
+        if z.ndim not in (1, 2) or z.shape[-1] != self.z_dim or not z.size:
+            raise UsageError(f"z must be (N, {self.z_dim}) or ({self.z_dim},), got {z.shape}",
+                             "e.g. m.z(range(8)) makes a z for each seed")
+        if not np.isfinite(z).all():
+            raise UsageError("z holds NaN or infinite values", "z is uniform in [-1, 1]")
+        out = self.runtime.generate(z.reshape(-1, self.z_dim), batch_size=self.batch_size)
         return out if as_float else to_uint8(out)
 
     @_speaks_api
@@ -245,6 +277,9 @@ class Model:
             if x.shape[1:] != (3, r, r):
                 raise UsageError(f"float images must be (N, 3, {r}, {r}), got {images.shape}",
                                  "or pass uint8 (N, H, W, 3) arrays or file paths")
+            if not np.isfinite(x).all():
+                raise UsageError("float images hold NaN or infinite values",
+                                 "images are in [-1, 1]")
             return [f"image{i}" for i in range(len(x))], x
         if isinstance(images, (str, Path, np.ndarray)):
             images = [images]
@@ -273,7 +308,7 @@ class Model:
     def invert(self, images: ImagesLike, refine: int = 0, lr: float = 0.05) -> Inversion:
         """z for each image through the encoder, then `refine` Adam steps on
         mean |clip(G(z), -1, 1) - x| (the best z seen is kept)."""
-        _at_least("refine", refine, 0, 100)
+        _in_range("refine", refine, 0, MAX_REFINE, 100)
         names, x = self.load_images(images)
         z, recon = latent.invert(self.runtime, x, refine, lr=lr, batch_size=self.batch_size)
         f = inversion_figures(self.runtime, x, recon)
@@ -287,8 +322,8 @@ class Model:
         seeds (ints) or images (paths or arrays, inverted through the encoder)."""
         if isinstance(points, (str, Path, np.ndarray)) or len(points) < 2:
             raise UsageError("interpolation needs at least two points", "e.g. [3, 17]")
-        _at_least("steps", steps, 2, 8)
-        _at_least("refine", refine, 0, 100)
+        _in_range("steps", steps, 2, MAX_FRAMES, 8)
+        _in_range("refine", refine, 0, MAX_REFINE, 100)
         if all(isinstance(p, (int, np.integer)) for p in points):
             x, z = None, self.z(points)
         else:
@@ -301,6 +336,8 @@ class Model:
     def score(self, data: ImagesLike, n: int = 1000, max_images: int = 2000) -> dict[str, Any]:
         """`began score`'s figures for real images (a folder, paths or arrays) and n samples;
         from a folder, a fixed random subset of at most max_images is used, as in the CLI."""
+        _in_range("n", n, 2, MAX_SCORE, 1000)
+        _in_range("max_images", max_images, 2, MAX_SCORE, 2000)
         if isinstance(data, (str, Path)) and Path(data).is_dir():
             data = [s.path for s in subset(collect([str(data)]), max_images)]
         _, x = self.load_images(data)

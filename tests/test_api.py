@@ -6,6 +6,7 @@ exercised on a copy without the reference and on a linear stand-in for an unclip
 """
 
 import json
+import time
 import re
 import subprocess
 import sys
@@ -303,3 +304,33 @@ def test_errors_name_the_api_parameters_not_cli_flags(tiny, tmp_path, capsys):
     # The CLI keeps its own words for the same mistake.
     code, _, err = cli(capsys, "sample", "--seeds", "5-2", "-m", tiny.runtime.bundle.root)
     assert code == 2 and "in --seeds '5-2'" in err
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda m: m.sample(range(10**8)), "100,000,000 seeds is more than 10,000,000"),
+    (lambda m: m.sample(iter(range(10**8))), "more than 10,000,000 seeds"),
+    (lambda m: m.sample([1, 3.7]), "bad seed 3.7"),
+    (lambda m: m.sample([None]), "bad seed None"),
+    (lambda m: m.sample(True), "bad seed True"),
+    (lambda m: m.z(3, truncation=float("nan")), "truncation= must be in [0, 1]"),
+    (lambda m: m.z(3, truncation=1e30), "truncation= must be in [0, 1]"),
+    (lambda m: m.generate(np.zeros((2, m.z_dim + 1))), "z must be (N, 16) or (16,)"),
+    (lambda m: m.generate(np.full((2, m.z_dim), np.nan)), "z holds NaN"),
+    (lambda m: m.interpolate([1, 2], steps=10**7), "steps= must be a whole number in 2..10,000"),
+    (lambda m: m.interpolate([1, 2], steps=4.5), "steps= must be a whole number"),
+    (lambda m: m.invert(np.zeros((1, 3, 16, 16), np.float32), refine=10**12),
+     "refine= must be a whole number in 0..100,000"),
+    (lambda m: m.invert(np.full((1, 3, 16, 16), np.nan, np.float32)), "NaN or infinite"),
+    (lambda m: m.score(np.zeros((4, 16, 16, 3), np.uint8), n=10**9),
+     "n= must be a whole number in 2..50,000"),
+])
+def test_the_api_has_the_clis_bounds_checked_before_work(tiny, call, needle):
+    """Issue 23: the API's calls that would never return, fill memory or compute with
+    garbage are refused at once with the CLI's limits, in the API's own words."""
+    from began.errors import UsageError
+
+    t = time.perf_counter()
+    with pytest.raises(UsageError) as e:
+        call(tiny)
+    assert needle in e.value.message
+    assert time.perf_counter() - t < 5  # refused before the work, not after it
