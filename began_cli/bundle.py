@@ -287,6 +287,8 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
         return p
     if (p := _encoder_problem(m.get("encoder", {}))):
         return p
+    if "inversion_reference" in m and (p := _reference_problem(m["inversion_reference"])):
+        return p
     return _files_problem(m.get("files"), m.get("graphs"))
 
 
@@ -315,6 +317,19 @@ def _training_problem(t: Any, resolution: int) -> str | None:
                    resample=data.get("resample", "lanczos"))
     except ValueError as e:
         return f"training.data: {str(e)[:200]}"
+    return None
+
+
+def _reference_problem(ref: Any) -> str | None:
+    """invert's out-of-domain warning divides by l1.p99: a huge one would silence it."""
+    l1 = ref.get("l1") if isinstance(ref, dict) else None
+    if not isinstance(l1, dict):
+        return "inversion_reference must be an object with an l1 object"
+    for key in ("p50", "p90", "p99", "max"):
+        v = l1.get(key)
+        if v is not None and not (_is_num(v) and 0 <= v <= 2):
+            return (f"inversion_reference.l1.{key} must be a number in [0, 2] (an L1 error on "
+                    f"the [-1, 1] scale), not {_show(v)}")
     return None
 
 

@@ -363,7 +363,9 @@ FIELDS = [("model", "resolution"), ("model", "z_dim"), ("model", "h_dim"), ("mod
           ("encoder", "kind"), ("encoder", "metrics", "z_l1"), ("encoder", "metrics"),
           ("files", "generator.onnx", "bytes"), ("files", "generator.onnx", "sha256"),
           ("files", "generator.onnx", "precision"), ("files", "generator.onnx"), ("files",),
-          ("graphs", "generator", "inputs"), ("graphs", "generator"), ("graphs",)]
+          ("graphs", "generator", "inputs"), ("graphs", "generator"), ("graphs",),
+          ("inversion_reference",), ("inversion_reference", "l1"),
+          ("inversion_reference", "l1", "p99")]
 
 
 def set_field(manifest: dict, path: tuple, value) -> None:
@@ -394,6 +396,20 @@ def test_manifest_fields_are_validated(tiny_bundle, tmp_path_factory, capsys, im
         assert_clean_failure(code, err, (1,))
         assert "manifest" in err or "does not match" in err or "declares" in err, err
         assert not (work / "g.png").exists() and not (work / "o").exists()
+
+
+def test_a_huge_inversion_reference_cannot_silence_the_warning(tiny_bundle, tmp_path, capsys,
+                                                                image_folder):
+    """invert's out-of-domain warning divides by the manifest's l1.p99: 1e308 would turn it
+    off for every image, so such a bundle is refused as damaged (issue 23)."""
+    model = tmp_path / "m"
+    shutil.copytree(tiny_bundle, model)
+    write_manifest(model, lambda m: m["inversion_reference"]["l1"].__setitem__("p99", 1e308))
+    code, out, err = cli(capsys, ["invert", sorted(image_folder.iterdir())[0], "--outdir",
+                                  tmp_path / "o", "--model", model, "-q"])
+    assert_clean_failure(code, err, (1,))
+    assert "inversion_reference.l1.p99 must be a number in [0, 2]" in err
+    assert not (tmp_path / "o").exists()
 
 
 def write_manifest(model: Path, change) -> None:
