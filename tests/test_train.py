@@ -217,7 +217,7 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
 def test_no_preset_is_the_small_recipe_on_the_cpu_and_paper64_on_cuda(tmp_path, capsys):
     assert train(tmp_path, tmp_path / "run", "--device", "cpu", "--dry-run") == 0
     cpu = json.loads(capsys.readouterr().out)
-    assert cpu["model"]["arch"] == "small" and cpu["steps"] == 8000
+    assert cpu["model"]["arch"] == "small" and cpu["steps"] == 12_000
     assert cpu["model"]["resolution"] == 32 and cpu["batch_size"] == 64
     assert train(tmp_path, tmp_path / "run", "--device", "cuda", "--dry-run") == 0
     gpu = json.loads(capsys.readouterr().out)

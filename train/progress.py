@@ -101,7 +101,7 @@ class Reporter:
         eta = (time.monotonic() - self._t0) / done * (self.total - step)
         if eta > LONG_RUN_S:
             self.log(f"note: at this speed the run ends in {_clock(eta)}, more than a day; "
-                     "on a CPU, --preset small32 (the small networks, 8,000 steps at 32x32) "
+                     "on a CPU, --preset small32 (the small networks, 12,000 steps at 32x32) "
                      "ends in about an hour on one core")
 
     def __exit__(self, *exc: object) -> None:
