@@ -58,7 +58,7 @@ def score_run(run: Path, a) -> dict[str, dict]:
 
     out = {}
     net = fc.load_classifier(a.classifier) if a.classes else None
-    bins = None if a.classes else _bins(a)
+    bins = None if a.classes else _bins(a, run)
     for step in checkpoint_steps(run):
         u8 = fc.run_samples(run, step, a.n, "auto")
         if net is not None:
@@ -71,16 +71,23 @@ def score_run(run: Path, a) -> dict[str, dict]:
     return out
 
 
-def _bins(a):
+_BINS: dict = {}  # one k-means fit per preprocessing: runs of a search share their data
+
+
+def _bins(a, run: Path):
     from began.train.coverage import Bins
     from began.train.data import Preprocess, load_image_folder
 
-    cfg = json.loads(next(a.out.glob("*/config.json")).read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    key = (cfg["model"]["resolution"], cfg["crop"], cfg["background"], cfg["resample"])
+    if key in _BINS:
+        return _BINS[key]
     pre = Preprocess(resolution=cfg["model"]["resolution"], crop=cfg["crop"],
                      background=cfg["background"], resample=cfg["resample"])
     images = load_image_folder(str(a.data), pre, progress=False).images
     pick = np.random.default_rng(0).choice(len(images), min(a.n, len(images)), replace=False)
-    return Bins.fit(np.asarray(images[np.sort(pick)]), k=50, seed=0)
+    _BINS[key] = Bins.fit(np.asarray(images[np.sort(pick)]), k=50, seed=0)
+    return _BINS[key]
 
 
 def one(name: str, flags: list[str], a) -> dict | None:
