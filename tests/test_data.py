@@ -1,4 +1,4 @@
-"""Tests for began.train.data: decoding, geometry, skipping, caching, workers."""
+"""Tests for began.train.data: decoding, geometry, skipping, caching (workers: test_pool.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from began.train import data
+from began.train import pool
 from began.train.data import (
     ImageSet,
     NoImagesError,
@@ -48,7 +48,7 @@ def forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*a, **k):
         raise AssertionError("decode_image must not be called")
 
-    monkeypatch.setattr(data, "decode_image", boom)
+    monkeypatch.setattr(pool, "decode_image", boom)  # what every decode goes through
 
 
 # ----------------------------------------------------------------------------
@@ -411,99 +411,6 @@ def test_cache_holds_no_pickle(tmp_path):
     assert names == [f"{s.key}.json", f"{s.key}.u8"]  # no temp files left behind
     raw = np.fromfile(s.cache_path, dtype=np.uint8).reshape(s.images.shape)
     assert np.array_equal(raw, np.asarray(s.images))
-
-
-def test_workers_give_identical_results(tmp_path, monkeypatch):
-    pools = []
-
-    class SpyPool(data.ProcessPoolExecutor):
-        def __init__(self, *a, **k):
-            pools.append(k.get("max_workers"))
-            super().__init__(*a, **k)
-
-    monkeypatch.setattr(data, "ProcessPoolExecutor", SpyPool)
-    root = tmp_path / "imgs"
-    rng = np.random.default_rng(1)
-    for i in range(80):
-        save(Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)), root / f"{i:02d}.png")
-    (root / "50_bad.png").write_bytes(b"")
-    one = load(root, tmp_path / "c1", workers=1)
-    two = load(root, tmp_path / "c2", workers=2)
-    assert pools == [2]  # 81 files > 64: the second load really used worker processes
-    assert not two.from_cache
-    assert one.files == two.files and len(one.files) == 80
-    assert one.skipped == two.skipped == [Skipped("50_bad.png", "empty file")]
-    assert np.asarray(one.images).tobytes() == np.asarray(two.images).tobytes()
-    assert np.array_equal(one.images[17], np.asarray(Image.open(root / "17.png")))
-
-
-def test_broken_worker_pool_falls_back_in_process(tmp_path, monkeypatch):
-    class DyingPool:  # stands in for a pool whose workers die after 10 results
-        def __init__(self, *a, **k):
-            pass
-
-        def map(self, fn, items, chunksize=1):
-            for i, item in enumerate(items):
-                if i == 10:
-                    raise data.BrokenProcessPool("worker died")
-                yield fn(item)
-
-        def shutdown(self, *a, **k):
-            pass
-
-    root = small_folder(tmp_path / "imgs", n=70)
-    expected = np.array(load(root, tmp_path / "c1", workers=1).images)
-    monkeypatch.setattr(data, "ProcessPoolExecutor", DyingPool)
-    with pytest.warns(RuntimeWarning, match="in-process"):
-        s = load(root, tmp_path / "c2", workers=2)
-    assert len(s.files) == 70 and np.array_equal(np.asarray(s.images), expected)
-
-
-def _half_a_result_then_wait(marker: str) -> None:
-    """Worker job: start a 1 MB result message, write 10 bytes of it, and stall, as a
-    worker does when a Ctrl-C kills it in mid-write."""
-    import struct
-    import sys
-    import time
-
-    f = sys._getframe()
-    while f.f_code.co_name != "_process_worker":  # the pool's worker loop holds the queue
-        f = f.f_back
-    os.write(f.f_locals["result_queue"]._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 10)
-    Path(marker).touch()
-    time.sleep(600)
-
-
-def test_stopping_the_pool_mid_result_does_not_hang_the_exit(tmp_path, monkeypatch):
-    """The pool's manager thread, left reading half a message, is joined when Python
-    exits: `began train` hung after 'interrupted' about once in ten Ctrl-Cs. Ending it must
-    not print a traceback either (the futures a Ctrl-C cancelled are still queued)."""
-    import multiprocessing
-    import threading
-    import time
-
-    errors = []
-    monkeypatch.setattr(threading, "excepthook", errors.append)
-    pool = data.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    marker = tmp_path / "written"
-    pool.submit(_half_a_result_then_wait, str(marker))
-    queued = [pool.submit(abs, -i) for i in range(4)]  # behind the stalled job
-    manager, results = pool._executor_manager_thread, pool._result_queue
-    t = time.time()
-    while not marker.exists():
-        assert time.time() - t < 60, "the worker never wrote"
-        time.sleep(0.01)
-    time.sleep(0.2)  # the manager thread is now waiting for the rest of the message
-    assert sum(f.cancel() for f in queued) >= 2  # as map() does when Ctrl-C reaches it
-    try:
-        data._stop_pool(pool, finished=False)
-        manager.join(timeout=20)
-        assert not manager.is_alive(), "the pool's manager thread would block Python's exit"
-        assert [e.exc_type.__name__ for e in errors] == []
-    finally:
-        if manager.is_alive():  # release it, or the failed test hangs the whole session
-            results._writer.close()
-            manager.join(timeout=20)
 
 
 def test_report_is_json_able(tmp_path):

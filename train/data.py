@@ -14,8 +14,9 @@ Pipeline, run once per (folder contents, preprocessing):
    array read-only; no image is decoded.
 4. Miss: decode each file (first frame, EXIF orientation, any mode -> RGB with
    transparency composited onto the background colour, centre crop or pad to a
-   square, resize), in worker processes when there are many, streaming each
-   result straight into a temp `.u8` file in file order so memory stays flat.
+   square, resize), in worker processes when there are many (train/pool.py),
+   streaming each result straight into a temp `.u8` file in file order so memory
+   stays flat.
    The `.u8` is then renamed into place and the `.json`, written last, marks
    the cache valid.
 
@@ -27,31 +28,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
-import multiprocessing
 import os
-import signal
 import sys
-import threading
-import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image
 
-from began.decode import Preprocess, decode_image, failure_reason
+from began.decode import Preprocess, decode_image
 from began.errors import BeganError, sigterm_unwinds
 from began.files import atomic_file, remove_stale_temps, write_text
 from began.progress import progress as progress_bar
 from began.stale import cache_dir as _cache_dir
+
+from .pool import decode_files, default_workers
 
 __all__ = [
     "ImageSet",
@@ -65,11 +60,6 @@ __all__ = [
 
 # Bump whenever decoding (began/decode.py) or the cache layout changes: old caches then miss.
 PIPELINE_VERSION = 1
-
-# Below this many files, worker start-up costs more than it saves.
-_PARALLEL_MIN_FILES = 64
-_MAX_DEFAULT_WORKERS = 8
-
 
 
 # ----------------------------------------------------------------------------
@@ -114,28 +104,6 @@ class ImageSet:
 
 class NoImagesError(ValueError):
     """The folder has no file that decodes as an image."""
-
-
-# ----------------------------------------------------------------------------
-# Decoding one image
-# ----------------------------------------------------------------------------
-
-
-def _decode_job(path: str, pre: Preprocess) -> tuple[np.ndarray | None, str]:
-    """Top-level (spawn-safe) worker: the image, or None and why not."""
-    try:
-        return decode_image(path, pre), ""
-    except Exception as e:  # noqa: BLE001 - any failure (bomb warnings too) is a skip
-        return None, failure_reason(e, path)
-
-
-def _init_worker(max_image_pixels: int | None) -> None:
-    # Workers must judge decompression bombs exactly as the parent does.
-    Image.MAX_IMAGE_PIXELS = max_image_pixels
-    # Ctrl-C reaches the whole process group: a worker interrupted while it holds
-    # the pool's queue lock deadlocks the pool. Only the parent handles it, and
-    # it terminates the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------
@@ -248,115 +216,6 @@ def _write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------
 
 
-def _default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, _MAX_DEFAULT_WORKERS))
-
-
-def _decode_all(candidates: list[_Candidate], pre: Preprocess,
-                workers: int) -> Iterator[tuple[np.ndarray | None, str]]:
-    """(image or None, reason) for each candidate, in candidate order."""
-    paths = [c.path for c in candidates]
-    if workers <= 1 or len(paths) <= _PARALLEL_MIN_FILES:
-        for p in paths:
-            yield _decode_job(p, pre)
-        return
-    # spawn: never fork a parent that may run threads (the progress bar, torch's pools);
-    # and exec'd workers inherit an ignored SIGINT (below), forkserver's would not.
-    ctx = multiprocessing.get_context("spawn")
-    chunk = max(1, min(32, len(paths) // (workers * 4)))
-    with _spawning_workers():  # every worker starts in this block (one per early submit)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                   initializer=_init_worker, initargs=(Image.MAX_IMAGE_PIXELS,))
-        results = pool.map(functools.partial(_decode_job, pre=pre), paths, chunksize=chunk)
-    done = 0
-    finished = False
-    try:
-        for result in results:
-            yield result
-            done += 1
-        finished = True
-    except BrokenProcessPool as e:
-        # Workers could not start (e.g. a __main__ read from stdin) or died: finish
-        # in-process rather than fail; the results are the same, only slower.
-        warnings.warn(f"image decoding workers failed ({e}); continuing in-process",
-                      RuntimeWarning, stacklevel=4)  # point at the caller of load_image_folder
-        for p in paths[done:]:
-            yield _decode_job(p, pre)
-    finally:
-        _stop_pool(pool, finished)
-
-
-@contextlib.contextmanager
-def _spawning_workers():
-    """Workers must never see the terminal's Ctrl-C (sent to the whole process group):
-    one interrupted inside the pool's queue code deadlocks the pool, and its traceback
-    lands on the user's terminal. An ignored SIGINT survives exec, so the parent
-    ignores it while it starts them (a Ctrl-C in those few ms is lost), and holds
-    SIGTERM back so that no worker is started and left unrecorded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-
-
-def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
-    """Shut the pool down; when leaving early (Ctrl-C, SIGTERM, an error), kill the
-    workers instead of waiting for their queued work, with signals held off so a
-    second Ctrl-C cannot cut the cleanup short (it is delivered right after)."""
-    if finished:
-        pool.shutdown(wait=True)
-        return
-    main = threading.current_thread() is threading.main_thread()
-    held = {signal.SIGINT, signal.SIGTERM}
-    if main:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        # shutdown() forgets these two
-        results = getattr(pool, "_result_queue", None)
-        manager = getattr(pool, "_executor_manager_thread", None)
-        # Shut down first: the manager thread then drops the futures a Ctrl-C cancelled
-        # before it sees the workers die; the other way round, it marks them broken and
-        # fails on the cancelled ones with a traceback (InvalidStateError, CPython 3.11).
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-        if manager is not None and results is not None:
-            _unblock_manager(manager, results, procs)
-    finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
-def _unblock_manager(manager: threading.Thread, results, procs: list) -> None:
-    """A worker killed while writing a result leaves half a message in the result pipe; the
-    pool's manager thread then waits for the rest forever, and Python's exit joins that
-    thread: the command hangs after its last line (CPython 3.11). With the workers dead,
-    our copy of the pipe's write end is the last one: closing it turns that wait into EOF,
-    which the thread handles as a broken pool, and it ends. That handling fails (and prints
-    a traceback) on futures already cancelled, so those go first; the thread, blocked in
-    its read, is not touching them."""
-    manager.join(timeout=1.0)  # the usual case: it saw the shutdown and ended by itself
-    if not manager.is_alive() or any(p.is_alive() for p in procs):
-        return
-    pending = getattr(manager, "pending_work_items", {})
-    for key in [k for k, item in pending.items() if item.future.cancelled()]:
-        del pending[key]
-    results._writer.close()
-    manager.join(timeout=5.0)
-
-
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -387,7 +246,8 @@ def _build(root: Path, candidates: list[_Candidate], pre: Preprocess, cache_dir:
             atomic_file(data_path) as out,
             progress_bar(len(candidates), f"decoding {root.name or root}",
                          log=None if progress is False else _say, show=progress) as advance,
-            contextlib.closing(_decode_all(candidates, pre, workers)) as results,
+            contextlib.closing(decode_files([c.path for c in candidates], pre,
+                                            workers)) as results,
         ):
             for cand, (img, reason) in zip(candidates, results):
                 if img is None:
@@ -441,4 +301,4 @@ def load_image_folder(root: str | Path, pre: Preprocess, cache_dir: str | Path |
         return cached
     if not candidates:
         raise NoImagesError(_no_images_message(root, []))
-    return _build(root, candidates, pre, cache, key, workers or _default_workers(), progress)
+    return _build(root, candidates, pre, cache, key, workers or default_workers(), progress)
