@@ -115,6 +115,7 @@ def error_lines(message: str, hint: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _hold_closed_std_fds()
     if argv in (["--version"], ["-V"]):  # instant: no Typer, no onnxruntime, no torch
         print(f"began {__version__}")
         return 0
@@ -129,6 +130,28 @@ def main(argv: list[str] | None = None) -> int:
                          "redirect stdout to a file on a disk with space")
         return code or 1
     return code
+
+
+def _hold_closed_std_fds() -> None:
+    """A closed stdin, stdout or stderr (`2>&-`) gets /dev/null on its fd, so no file
+    opened later takes fd 0-2 (a library's write to fd 2 would land in a checkpoint).
+    A closed stderr then just says nothing: the work goes on. A closed stdout stays
+    None in sys.stdout, so what needs it (--json, --out -) is refused before any work."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            continue
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        if fd == 2:
+            sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
 
 
 def _print_error(message: str, hint: str | None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import REEXPORT, Bundle, BundleError, load_bundle
+from .bundle import GRAPHS, REEXPORT, Bundle, BundleError, load_bundle, tensor_shape
 from .errors import BeganError, UsageError
 from .runtime import Provider, resolve, session
 
@@ -98,11 +98,9 @@ class Model:
 
     def expected_shapes(self, graph: str) -> tuple[list[list[int]], list[list[int]]]:
         """Per input and output, the shape after the batch axis that the manifest implies."""
-        b = self.bundle
-        img, z, h = [3, b.resolution, b.resolution], [b.z_dim], [b.h_dim]
-        return {"generator": ([z], [img]), "encoder": ([img], [z]),
-                "autoencoder": ([img], [img, h]), "decoder": ([h], [img]),
-                "invert_grad": ([z, img], [[], z])}[graph]
+        b, spec = self.bundle, GRAPHS[graph]
+        return tuple([tensor_shape(t, b.resolution, b.z_dim, b.h_dim) for t in names]
+                     for names in (spec.inputs, spec.outputs))
 
     def _check(self, graph: str, s) -> None:
         """The file must be the graph the manifest says: right role, inputs and outputs,

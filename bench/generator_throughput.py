@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from began.export.bundle import export_run
-    from began.export.runs import load_run
+    from began.train.runs import load_run
     from began.model import Model
     from began.seeds import z_for_seeds
 

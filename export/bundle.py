@@ -1,4 +1,4 @@
-"""`began export`: a training run -> a self-contained model bundle (see began/bundle.py).
+"""`began export`: a training run -> a self-contained model bundle (the contract: began/bundle).
 
     began export runs/emoji64 --out models/emoji64            # newest checkpoint
     began export runs/emoji64 --step 50000 --out models/e50k
@@ -11,8 +11,6 @@ be replaced, and the lock, are in destination.py.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,21 +19,18 @@ import numpy as np
 import torch
 
 from began import __version__
-from began.bundle import FORMAT, FORMAT_VERSION, MANIFEST, graph_file, sha256_file
-from began.errors import BeganError, UsageError
-from began.files import write_text
+from began.bundle import GRAPHS, file_entry, graph_file, manifest_head, write_manifest
+from began.errors import BeganError, UsageError, sigterm_unwinds
 from began.latent import inversion_reference
+from began.models.device import resolve_device
 from began.progress import progress as progress_bar
-from began.train.data import Preprocess, load_image_folder, sigterm_unwinds
-from began.train.loop import resolve_device
+from began.train.runs import RunSnapshot, load_run, run_images, training_seconds
 
 from .destination import Destination
 from .encoder_fit import fit_encoder, held_out_split, init_from_d, inversion_metrics, to_float
-from .graphs import (FP32_TOLERANCE, GRAPH_IO, OPSET, EncoderToZ, export_graph, graph_modules,
+from .graphs import (FP32_TOLERANCE, OPSET, EncoderToZ, export_graph, graph_modules,
                      metadata_props, parity)
-from .runs import RunSnapshot, load_run, training_seconds
 
-FP16_GRAPHS = ("generator", "encoder", "autoencoder", "decoder")
 FIT_SECONDS = 40.0  # the encoder fit's longest default budget (early stopping often ends it)
 FIT_MIN_SECONDS = 3.0
 FIT_SHARE = 0.1  # by default the fit gets this share of the run's training time
@@ -64,11 +59,8 @@ def _real_images(snap: RunSnapshot, data_dir: str | None, log: Callable[[str], N
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(uint8 images for the encoder fit, float held-out images), or Nones without data."""
     cfg = snap.cfg
-    folder = data_dir or cfg.data_dir
-    pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
-                     resample=cfg.resample)
     try:
-        images = load_image_folder(folder, pre, progress=progress).images
+        images = run_images(cfg, data_dir, progress=progress)
     except (OSError, ValueError) as e:
         log(f"warning: no training images for the encoder ({e}); fitting on generated "
             "images only and not measuring PSNR on real ones (pass --data DIR)")
@@ -82,15 +74,7 @@ def _real_images(snap: RunSnapshot, data_dir: str | None, log: Callable[[str], N
 def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str, Any]:
     cfg, stats, data = snap.cfg, snap.stats or {}, snap.data or {}
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "began_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "model": cfg.model.to_dict(),
-        "image": {"channels": 3, "layout": "NCHW", "color": "RGB", "value_range": [-1.0, 1.0],
-                  "to_pixels": "uint8 = clip(round((x + 1) * 127.5), 0, 255)",
-                  "from_pixels": "x = uint8 / 127.5 - 1"},
-        "z": {"dim": cfg.model.z_dim, "distribution": "uniform", "range": [-1.0, 1.0]},
+        **manifest_head(cfg.model.to_dict(), __version__, OPSET),
         "training": {
             "run": snap.run_dir.name, "step": snap.step, "steps_planned": cfg.steps,
             "gamma": cfg.gamma, "lambda_k": cfg.lambda_k, "k": snap.k,
@@ -104,8 +88,6 @@ def _manifest_core(snap: RunSnapshot, encoder_info: dict[str, Any]) -> dict[str,
                      "crop": cfg.crop, "background": cfg.background, "resample": cfg.resample},
         },
         "encoder": encoder_info,
-        "opset": OPSET,
-        "graphs": {g: {"inputs": i, "outputs": o} for g, (i, o) in GRAPH_IO.items()},
     }
 
 
@@ -201,7 +183,7 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
     core["inversion_reference"] = reference
     tmp = dest.tmp
     plan = [(graph, module, precision) for graph, module in graph_modules(G, D, enc).items()
-            for precision in (("fp32", "fp16") if fp16 and graph in FP16_GRAPHS else ("fp32",))]
+            for precision in (("fp32", "fp16") if fp16 and GRAPHS[graph].fp16 else ("fp32",))]
     files: dict[str, Any] = {}
     try:
         with progress_bar(2 * len(plan), "graphs (export, parity)", log=log,
@@ -219,13 +201,10 @@ def _export(snap: RunSnapshot, dest: Destination, kind: str, fit_steps: int,
                     raise BeganError(f"{name} differs from PyTorch by {err:.2e} on "
                                      f"onnxruntime (limit {FP32_TOLERANCE:g})",
                                      "this is a bug in began export; please report it")
-                inputs, outputs = GRAPH_IO[graph]
-                files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
-                               "graph": graph, "precision": precision, "inputs": inputs,
-                               "outputs": outputs, "max_abs_diff_vs_torch": err}
+                files[name] = file_entry(path, graph, precision, max_abs_diff_vs_torch=err)
                 log(f"  {name}: {path.stat().st_size / 1e6:.2f} MB, max |ort - torch| {err:.1e}")
         manifest = {**core, "files": files}
-        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_manifest(tmp, manifest)
     except OSError as e:  # a disk that filled up or went read-only during the export
         raise BeganError(f"cannot write the bundle in {tmp.parent} ({e.strerror or e})",
                          "free some space, or choose a --out on another disk") from None

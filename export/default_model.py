@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from began.export.runs import training_seconds
+from began.train.runs import training_seconds
+from began.bundle import load_bundle, write_manifest
 from began.model import DEFAULT_MODEL
 
 HERE = Path(__file__).resolve().parents[1]
@@ -121,10 +122,9 @@ def class_coverage(out: Path, classifier: Path) -> dict:
     cov["classifier_test_accuracy"] = json.loads(
         (classifier / "classifier.json").read_text())["test_accuracy"]
     cov = {k: v for k, v in cov.items() if k not in ("source", "seconds")}
-    path = out / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["coverage"] = cov  # the manifest carries no sha256 of itself
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = load_bundle(out).manifest
+    manifest["coverage"] = cov
+    write_manifest(out, manifest)
     return cov
 
 

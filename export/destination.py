@@ -24,13 +24,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import re
 import shutil
 from pathlib import Path
 
-from began.bundle import FORMAT, MANIFEST
+from began.bundle import peek_manifest
 from began.errors import BeganError, UsageError
 from began.files import open_lock, relation, write_bytes
 from began.stale import TOKEN, find_stale, remove_path, token
@@ -53,15 +52,10 @@ def _noreplace_rename(src: Path, dst: Path) -> None:
 
 def is_bundle(path: Path) -> bool:
     """A folder whose manifest.json (a regular file, of sane size) says it is a began bundle."""
-    manifest = path / MANIFEST
     try:
-        if path.is_symlink() or not path.is_dir() or manifest.is_symlink() \
-                or not manifest.is_file() or manifest.stat().st_size > 16 << 20:
-            return False
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return not path.is_symlink() and path.is_dir() and peek_manifest(path) is not None
+    except OSError:
         return False
-    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def _identity(path: Path) -> tuple[int, int]:

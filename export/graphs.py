@@ -20,6 +20,7 @@ import onnx
 import torch
 from torch import nn
 
+from began.bundle import GRAPHS, tensor_shape
 from began.models import Discriminator, Encoder
 
 from .vjp import GeneratorL1Grad
@@ -27,14 +28,6 @@ from .vjp import GeneratorL1Grad
 OPSET = 18
 FP32_TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted for fp32 graphs
 
-# name -> (input names, output names)
-GRAPH_IO = {
-    "generator": (["z"], ["image"]),
-    "encoder": (["image"], ["z"]),
-    "autoencoder": (["image"], ["recon", "h"]),
-    "decoder": (["h"], ["image"]),
-    "invert_grad": (["z", "target"], ["loss", "grad"]),
-}
 
 
 class EncoderToZ(nn.Module):
@@ -61,29 +54,24 @@ class AutoEncoder(nn.Module):
 
 
 def graph_modules(G: nn.Module, D: Discriminator, encoder: Encoder) -> dict[str, nn.Module]:
+    """The module behind each graph of the bundle contract (began/bundle: GRAPHS)."""
     return {"generator": G, "encoder": EncoderToZ(encoder), "autoencoder": AutoEncoder(D),
             "decoder": D.decoder, "invert_grad": GeneratorL1Grad(G)}
 
 
 def example_inputs(graph: str, cfg: Any, batch: int = 2, seed: int = 0,
                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+    """Uniform [-1, 1] inputs of the shapes the bundle contract gives the graph."""
     g = torch.Generator().manual_seed(seed)
-    R = cfg.resolution
-
-    def u(*shape: int) -> torch.Tensor:
-        return (torch.rand(*shape, generator=g) * 2 - 1).to(dtype)
-
-    return {"generator": lambda: (u(batch, cfg.z_dim),),
-            "encoder": lambda: (u(batch, 3, R, R),),
-            "autoencoder": lambda: (u(batch, 3, R, R),),
-            "decoder": lambda: (u(batch, cfg.h_dim),),
-            "invert_grad": lambda: (u(batch, cfg.z_dim), u(batch, 3, R, R))}[graph]()
+    shapes = [tensor_shape(name, cfg.resolution, cfg.z_dim, cfg.h_dim)
+              for name in GRAPHS[graph].inputs]
+    return tuple((torch.rand(batch, *s, generator=g) * 2 - 1).to(dtype) for s in shapes)
 
 
 def export_graph(module: nn.Module, graph: str, cfg: Any, path: Path, metadata: dict[str, str],
                  half: bool = False) -> None:
     """Export one graph (fp32, or fp16 in and out with `half`) and check it."""
-    inputs, outputs = GRAPH_IO[graph]
+    inputs, outputs = list(GRAPHS[graph].inputs), list(GRAPHS[graph].outputs)
     module = copy.deepcopy(module).eval()
     if half:
         module = module.half()
@@ -125,9 +113,8 @@ def parity(module: nn.Module, graph: str, cfg: Any, path: Path, half: bool = Fal
     with torch.no_grad():
         ref = module.eval()(*args)
     ref = ref if isinstance(ref, tuple) else (ref,)
-    inputs, _ = GRAPH_IO[graph]
     feed = {name: a.numpy().astype(np.float16 if half else np.float32)
-            for name, a in zip(inputs, args)}
+            for name, a in zip(GRAPHS[graph].inputs, args)}
     got = ort_session(path).run(None, feed)
     return max(float(np.abs(g.astype(np.float64) - r.double().numpy()).max())
                for g, r in zip(got, ref))

@@ -777,7 +777,7 @@ def test_output_rule_plan_and_check(tmp_path):
     """Targets, the one output rule: replace by default, keep with --skip-existing, refuse
     with --no-clobber; a folder (or a FIFO) in an output's place is refused whatever the
     flags, per item in a plan and as the error for one output."""
-    from began.output import Refused, Targets
+    from began.targets import Refused, Targets
 
     a, b, c, f, fifo = (tmp_path / n for n in ("a", "b", "c", "f", "fifo"))
     assert Targets().plan([a, b]) == [True, True]
@@ -816,7 +816,8 @@ def test_output_rule_never_touches_a_run_or_a_bundle(tmp_path):
     """A run's files and subfolders and a bundle's manifest and listed files are refused
     whatever the flags, also through a symlinked folder or `..`; other names in those
     folders (curves.png beside a run's config) are ordinary outputs."""
-    from began.output import Refused, Targets, ensure_dir, refuse_managed_folder
+    from began.output import ensure_dir
+    from began.targets import Refused, Targets, refuse_managed_folder
 
     run = fake_run(tmp_path / "run")
     bundle = tmp_path / "bundle"
@@ -1531,7 +1532,7 @@ def test_provider_line_only_with_v_before_or_after_the_verb(capsys, tiny_bundle,
         assert code == 0 and out == "", err
         assert err.splitlines()[0].startswith("provider: CPUExecutionProvider"), (args, err)
     # Verbs without a model take -v after their name too, and -q before it.
-    assert cli(capsys, "plot", "-v", tmp_path)[0] == 2  # (no stats.jsonl: a usage error)
+    assert cli(capsys, "plot", "-v", tmp_path)[0] == 1  # (no stats.jsonl: a file named is missing)
     code, out, err = cli(capsys, "-q", "info", "-m", tiny_bundle)
     assert (code, out, err) == (0, "", "")
 

@@ -130,7 +130,7 @@ def ema_run(image_folder, tmp_path_factory):
 
 def test_load_run_picks_the_average_or_the_raw_weights(ema_run, tiny_run):
     from began.errors import UsageError
-    from began.export.runs import load_run
+    from began.train.runs import load_run
 
     from checks import checkpoint_at
 
@@ -155,7 +155,7 @@ def test_export_records_the_weights_and_ships_the_average(ema_run, tmp_path):
     import onnxruntime as ort
 
     from began.app import run
-    from began.export.runs import load_run
+    from began.train.runs import load_run
 
     out = tmp_path / "bundle"
     assert run(["export", str(ema_run), "--out", str(out), "--encoder", "d", "--no-fp16",

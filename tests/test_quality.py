@@ -312,7 +312,7 @@ def scripted(monkeypatch, values):
 
 def test_best_checkpoint_survives_pruning_and_export_picks_it(image_folder, tmp_path,
                                                                monkeypatch):
-    from began.export.runs import load_run
+    from began.train.runs import load_run
 
     scripted(monkeypatch, [(0.9, 0.9), (0.95, 1.0), (0.5, 0.6), (0.55, 0.5)])
     out = tmp_path / "run"

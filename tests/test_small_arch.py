@@ -162,7 +162,7 @@ def test_training_updates_running_statistics_but_grids_do_not(small_run):
 def test_export_sample_and_invert(small_run, tmp_path):
     from began.api import Model
     from began.app import run
-    from began.export.runs import load_run
+    from began.train.runs import load_run
 
     out = tmp_path / "bundle"
     assert run(["export", str(small_run), "--out", str(out), "--fit-steps", "10",

@@ -3,6 +3,7 @@ console reporter (a bar that moves every step, plain lines with an ETA elsewhere
 
 import io
 import json
+import os
 import sys
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_plot_adds_quality_panels_when_the_run_has_them(run_dir, tmp_path):
 
 
 def test_plot_errors(tmp_path, monkeypatch, capsys):
-    assert run(["plot", str(tmp_path)]) == 2  # no stats.jsonl
+    assert run(["plot", str(tmp_path)]) == 1  # no stats.jsonl: a file named cannot be used
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error: ") and "stats.jsonl" in err[0] and err[1].startswith("hint:")
     (tmp_path / "stats.jsonl").write_text('{"step": 3, "k": 0.1}\n')
@@ -110,6 +111,53 @@ def test_plot_errors(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: began plot needs matplotlib, which is not installed"
     assert err[1].startswith("hint: install the train extra") and len(err) == 2
+
+
+def test_plot_refuses_what_is_not_a_stats_file_in_one_line(tmp_path, capsys):
+    """Exit 1 and the right words for a missing run, a FIFO or a folder in stats.jsonl's
+    place, a NaN step, and rows with nothing to draw; never 'unexpected'."""
+    def err_of(*args) -> str:
+        capsys.readouterr()
+        assert run(["plot", *map(str, args)]) == 1
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 2 and lines[1].startswith("hint: "), lines
+        return lines[0]
+
+    assert err_of(tmp_path / "gone").endswith("gone does not exist")
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "stats.jsonl")
+    assert err_of(fifo).endswith("stats.jsonl is a FIFO, not a file")  # never waits on it
+    folder = tmp_path / "folder"
+    (folder / "stats.jsonl").mkdir(parents=True)
+    assert err_of(folder).endswith("stats.jsonl is a folder, not a file")
+    nan = tmp_path / "nan"
+    nan.mkdir()
+    (nan / "stats.jsonl").write_text('{"step": NaN, "k": 0.1}\n')
+    assert "holds no stats rows yet" in err_of(nan)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "stats.jsonl").write_text('{"step": 1, "images_per_s": 3}\n{"step": 2}\n')
+    assert "holds no figures to plot" in err_of(bare)
+
+
+def test_plot_streams_a_long_stats_file_evenly(tmp_path):
+    """Any length in bounded memory: past MAX_POINTS rows the kept rows thin out evenly
+    (first row kept, steps evenly spaced), and the last rows are not lost."""
+    from began.commands import plot as plot_cmd
+
+    n = 5 * plot_cmd.MAX_POINTS + 7
+    with open(tmp_path / "stats.jsonl", "w") as f:
+        for step in range(n):
+            f.write(json.dumps({"step": step, "k": step / n, "loss_real": 0.5,
+                                "note": "x" * 50}) + "\n")
+        f.write('{"step": 1e999, "k": 0.1}\n{"step": 3, "k": 0.2')  # inf step, torn line
+    rows = plot_cmd.read_rows(tmp_path)
+    steps = [r["step"] for r in rows]
+    assert plot_cmd.MAX_POINTS <= len(rows) <= 2 * plot_cmd.MAX_POINTS
+    gaps = {b - a for a, b in zip(steps, steps[1:])}
+    assert steps[0] == 0 and len(gaps) == 1 and steps[-1] > n - 1 - gaps.pop()
+    assert set(rows[0]) == {"step", "k", "loss_real"}  # only the plotted columns
 
 
 ROW = {"step": 10, "loss_real": 0.5, "loss_fake": 0.25, "k": 0.01, "m_global": 0.52,

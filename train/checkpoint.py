@@ -13,6 +13,7 @@ the loader warns, moves it aside (`.corrupt`) and falls back to the previous one
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from began.files import atomic_path, remove_stale_temps
 FORMAT = "began-train-state"
 VERSION = "1"
 _NAME = re.compile(r"^ckpt-(\d{8,})\.safetensors$")
+BEST_NAME = "ckpt-best.safetensors"  # quality tracking's best (quality.py); never pruned
 
 
 class CheckpointError(Exception):
@@ -69,9 +71,22 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
             "sha256": _digest(state_json, tensors)}
     final = ckpt_dir / (name or checkpoint_name(step))
     with atomic_path(final) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:  # its I/O errors (a full disk) are not OSErrors
+            raise io_error(e) from None
     fsync_dir(ckpt_dir)
     return final
+
+
+def io_error(e: Exception) -> OSError:
+    """safetensors' "IoError(Os { code: 28, ..., message: \"No space left on device\" })"
+    as the OSError it stands for, so callers handle one kind of write failure."""
+    text = str(e)
+    code = re.search(r"code: (\d+)", text)
+    message = re.search(r'message: "([^"]*)"', text)
+    return OSError(int(code.group(1)) if code else errno.EIO,
+                   message.group(1) if message else text[:200])
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

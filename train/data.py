@@ -44,6 +44,7 @@ from began.decode import Preprocess, decode_image
 from began.errors import BeganError, sigterm_unwinds
 from began.files import atomic_file, remove_stale_temps, write_text
 from began.progress import progress as progress_bar
+from began.reading import Unreadable, read_capped
 from began.stale import cache_dir as _cache_dir
 
 from .pool import decode_files, default_workers
@@ -60,6 +61,7 @@ __all__ = [
 
 # Bump whenever decoding (began/decode.py) or the cache layout changes: old caches then miss.
 PIPELINE_VERSION = 1
+MAX_META_BYTES = 1 << 28  # a cache entry's file list: ~100 bytes a file, 2.5M files
 
 
 # ----------------------------------------------------------------------------
@@ -189,7 +191,7 @@ def _load_cache(cache_dir: Path, key: str, pre: Preprocess, root: Path) -> Image
     """The cached set for `key`, or None if absent or in any way invalid."""
     data_path, meta_path = _cache_paths(cache_dir, key)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(read_capped(meta_path, MAX_META_BYTES))  # never a /dev/zero link
         r = pre.resolution
         n = int(meta["shape"][0])
         ok = (meta.get("version") == PIPELINE_VERSION and meta.get("key") == key
@@ -202,7 +204,7 @@ def _load_cache(cache_dir: Path, key: str, pre: Preprocess, root: Path) -> Image
         files = [str(f) for f in meta["files"]]
         skipped = [Skipped(str(s["path"]), str(s["reason"])) for s in meta["skipped"]]
         images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, r, r, 3))
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (Unreadable, OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return None  # a bad cache is just a miss; it gets rebuilt
     return ImageSet(images, files, skipped, key, data_path, True, str(root), pre)
 

@@ -22,8 +22,6 @@ import copy
 import torch
 from torch import nn
 
-from .hooks import Hook, HookContext
-
 NAME = "ema"  # checkpoint tensors: "ema.G.<name of G's tensor>" and "ema.updates"
 
 
@@ -74,37 +72,3 @@ def ema_weights(checkpoint_tensors: dict[str, torch.Tensor]) -> dict[str, torch.
     """G's state dict made of a checkpoint's EMA tensors."""
     head = f"{NAME}.G."
     return {n[len(head):]: t for n, t in checkpoint_tensors.items() if n.startswith(head)}
-
-
-class EMAHook(Hook):
-    """The loop's side (hooks.py): the average starts from G's weights before the first
-    step, is updated after every step, draws its own grids (samples/ema-<step>.png) and
-    rides in every checkpoint."""
-
-    name = NAME
-
-    def __init__(self, ctx: HookContext):
-        super().__init__(ctx)
-        self.ema: EMA | None = None
-        self._restored: dict[str, torch.Tensor] = {}
-
-    def on_batch(self, state, x: torch.Tensor) -> torch.Tensor:
-        if self.ema is None:
-            self.ema = EMA(state.G, self.ctx.cfg.ema_decay)
-            if self._restored:
-                self.ema.load_state_tensors(self._restored)
-        return x
-
-    def after_step(self, state, out) -> None:
-        assert self.ema is not None
-        self.ema.update(state.G)
-        cfg = self.ctx.cfg
-        if state.step % cfg.sample_every == 0 or state.step == cfg.steps:
-            self.ctx.run.write_samples(self.ema.model, state.fixed_z, state.step, name="ema")
-
-    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        return self._restored if self.ema is None else self.ema.state_tensors()
-
-    def load_checkpoint(self, tensors: dict[str, torch.Tensor], meta) -> None:
-        # A checkpoint written without an average ({}): it starts from G at the next step.
-        self._restored = tensors

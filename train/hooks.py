@@ -1,7 +1,8 @@
 """Add-ons to the training loop (quality tracking, EMA of G, augmentation, ...).
 
-A new concern is a `Hook` subclass in its own module, switched on in
-`make_hooks` below (one line). The loop calls every hook at fixed points:
+A new concern is a module of its own that knows nothing of hooks (ema.py,
+quality.py), plus a small `Hook` subclass here that calls it, switched on in
+`make_hooks` (one line): the hooks depend on the concerns, never the reverse. The loop calls every hook at fixed points:
 
     on_batch(state, x) -> x      before each step: may transform this rank's batch
                                  (draw randomness from state.gen only: resume depends on it)
@@ -32,6 +33,10 @@ import torch
 
 from .config import TrainConfig
 from .distributed import Dist
+from .ema import EMA, NAME as EMA_NAME
+from .quality import (BEST_NAME, QualityTracker, eval_interval, kid_scorer, kid_wanted,
+                      score_of)
+from .rank0 import on_main
 
 
 @dataclass
@@ -82,10 +87,8 @@ def make_hooks(ctx: HookContext) -> list[Hook]:
     `if ctx.cfg.<your_option>: hooks.append(YourHook(ctx))`."""
     hooks: list[Hook] = []
     if ctx.cfg.ema_decay > 0:
-        from .ema import EMAHook  # (ema.py subclasses Hook: imported here, not at the top)
         hooks.append(EMAHook(ctx))
     if ctx.cfg.eval_every != 0:  # -1 (auto) may still mean none for a short run
-        from .quality import QualityHook
         hooks.append(QualityHook(ctx))
     return hooks
 
@@ -136,3 +139,98 @@ class Hooks:
             head = h.name + "."
             mine = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
             h.load_checkpoint(mine, meta.get(h.name))
+
+
+class EMAHook(Hook):
+    """The loop's side of ema.py: the average starts from G's weights before the first
+    step, is updated after every step, draws its own grids (samples/ema-<step>.png) and
+    rides in every checkpoint."""
+
+    name = EMA_NAME
+
+    def __init__(self, ctx: HookContext):
+        super().__init__(ctx)
+        self.ema: EMA | None = None
+        self._restored: dict[str, torch.Tensor] = {}
+
+    def on_batch(self, state, x: torch.Tensor) -> torch.Tensor:
+        if self.ema is None:
+            self.ema = EMA(state.G, self.ctx.cfg.ema_decay)
+            if self._restored:
+                self.ema.load_state_tensors(self._restored)
+        return x
+
+    def after_step(self, state, out) -> None:
+        assert self.ema is not None
+        self.ema.update(state.G)
+        cfg = self.ctx.cfg
+        if state.step % cfg.sample_every == 0 or state.step == cfg.steps:
+            self.ctx.run.write_samples(self.ema.model, state.fixed_z, state.step, name="ema")
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return self._restored if self.ema is None else self.ema.state_tensors()
+
+    def load_checkpoint(self, tensors: dict[str, torch.Tensor], meta) -> None:
+        # A checkpoint written without an average ({}): it starts from G at the next step.
+        self._restored = tensors
+
+
+class QualityHook(Hook):
+    """The loop's side of quality.py: the tracker in the training loop. At stats rows on the `eval_every` cadence: rank
+    0 measures and every rank gets its numbers (so all ranks judge alike), the columns
+    go into the row (`quality` is the signal the progress line shows), the best state
+    is written to checkpoints/ckpt-best.safetensors, collapse is said once, and with
+    --stop-on-collapse `stop_reason` asks the loop to end the run."""
+
+    name = "quality"
+
+    def __init__(self, ctx: HookContext):
+        super().__init__(ctx)
+        self.tracker: QualityTracker | None = None
+        self.saved: dict[str, Any] | None = None  # restored before the tracker exists
+        self.stop_reason: str | None = None
+
+    def _tracker(self, state: Any) -> QualityTracker:
+        """Built at the first evaluation: the reals go to the device only if tracking runs."""
+        if self.tracker is None:
+            ctx, dev = self.ctx, state.dev
+            tr = QualityTracker(ctx.cfg, state.batches.images, dev)
+
+            def make_kid() -> bool:  # rank 0 alone featurises; all ranks learn if it did
+                tr.kid = kid_scorer(tr.reals, dev, ctx.log)
+                return tr.kid is not None
+
+            if kid_wanted(ctx.cfg, dev) and on_main(ctx.d, make_kid):
+                tr.best_by = "kid"
+            tr.restore(self.saved)
+            self.tracker = tr
+        return self.tracker
+
+    def on_log(self, state: Any, row: dict[str, Any]) -> None:
+        every = eval_interval(self.ctx.cfg)
+        if not every or state.step % every:
+            return
+        tr = self._tracker(state)
+        measured = on_main(self.ctx.d, lambda: tr.measure(state.G, state.D))
+        verdict = tr.judge(state.step, measured)
+        row.update(verdict.row)
+        row["quality"] = round(score_of(verdict.row), 5)
+        if verdict.message:
+            self.ctx.log(verdict.message)
+        if verdict.best:
+            self.ctx.save_checkpoint(self.ctx.run.ckpt_dir / BEST_NAME)
+        if verdict.collapsed and self.ctx.cfg.stop_on_collapse:  # a resumed run too
+            best = tr.state.best_step
+            self.stop_reason = ("collapse (--stop-on-collapse); " +
+                                (f"best checkpoint: step {best} ({BEST_NAME})" if best is not
+                                 None else "no best checkpoint was kept"))
+
+    def checkpoint_meta(self) -> Any:
+        if self.tracker is None:
+            return self.saved
+        return self.tracker.state.to_dict()
+
+    def load_checkpoint(self, tensors: dict[str, torch.Tensor], meta: Any) -> None:
+        self.saved = meta
+        if self.tracker is not None:
+            self.tracker.restore(meta)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from began.files import atomic_file, write_text
+from began.reading import Unreadable, open_bounded, read_capped
 
 FEATURE_DIM = 2048
 INPUT_SIDE = 299
@@ -38,6 +40,8 @@ NETWORK_FILE = "default_1.pt"
 # Part of every cache key: change it whenever the preprocessing below changes.
 PREPROCESS = "tf1-bilinear-299 (src = dst * in / out), (x - 128) / 128, pool3 2048"
 FEATURES_VERSION = 1
+MAX_ENTRY_JSON = 1 << 20  # a cache entry's description: a few hundred bytes
+NPY_HEADER = 4096  # .npy header bytes at most, before the array
 
 
 class NetworkMissing(RuntimeError):
@@ -181,40 +185,57 @@ def _paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
 
 
 def load_cached(cache_dir: Path, key: str, count: int) -> np.ndarray | None:
-    """The cached features for `key`, or None when absent or in any way invalid."""
+    """The cached features for `key`, or None when absent or in any way invalid. An entry
+    is trusted only as far as it checks out: both files regular and of bounded size
+    (never a link to /dev/zero read whole), the array's shape and dtype as recorded, its
+    bytes' sha256 as recorded, every value finite."""
     data, meta = _paths(cache_dir, key)
+    size = count * FEATURE_DIM * 4
     try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-        if info.get("key") != key or info.get("shape") != [count, FEATURE_DIM]:
+        info = json.loads(read_capped(meta, MAX_ENTRY_JSON))
+        if info.get("key") != key or info.get("shape") != [count, FEATURE_DIM] \
+                or not isinstance(info.get("sha256"), str):
             return None
-        feats = np.load(data, allow_pickle=False)
-    except (OSError, ValueError, KeyError, TypeError):
+        with os.fdopen(open_bounded(data, size + NPY_HEADER)[0], "rb") as f:
+            feats = np.load(f, allow_pickle=False)
+    except (Unreadable, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # a bad entry is a miss; it gets rewritten
-    if feats.shape != (count, FEATURE_DIM) or feats.dtype != np.float32:
+    if feats.shape != (count, FEATURE_DIM) or feats.dtype != np.float32 \
+            or hashlib.sha256(np.ascontiguousarray(feats).tobytes()).hexdigest() \
+            != info["sha256"] or not np.isfinite(feats).all():
         return None
     return feats
 
 
 def save_cached(cache_dir: Path, key: str, feats: np.ndarray, about: dict) -> None:
     data, meta = _paths(cache_dir, key)
+    feats = np.ascontiguousarray(feats, np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(data) as f:
-        np.save(f, np.ascontiguousarray(feats, np.float32), allow_pickle=False)
+        np.save(f, feats, allow_pickle=False)
     # written last: its presence marks the entry valid
     write_text(meta, json.dumps({"key": key, "shape": list(feats.shape), "dtype": "float32",
+                                 "sha256": hashlib.sha256(feats.tobytes()).hexdigest(),
                                  "preprocess": PREPROCESS, **about}, indent=1))
 
 
 def reference_features(net: Inception, images: np.ndarray, images_key: str,
                        indices: np.ndarray, cache_dir: Path, batch_size: int = 32,
                        advance: Callable[[int], object] | None = None,
-                       about: dict | None = None) -> tuple[np.ndarray, bool]:
+                       about: dict | None = None,
+                       warn: Callable[[str], object] = print) -> tuple[np.ndarray, bool]:
     """Features of images[indices], from the cache when possible. Returns (features, cached)."""
     key = features_key(images_key, indices, net.sha256)
     hit = load_cached(cache_dir, key, len(indices))
     if hit is not None:
         return hit, True
     feats = net.features(images[np.asarray(indices)], batch_size=batch_size, advance=advance)
-    save_cached(cache_dir, key, feats, {"images_key": images_key, "network_sha256": net.sha256,
-                                        **(about or {})})
+    if not np.isfinite(feats).all():  # never cache (or score with) a broken pass
+        raise ValueError("the Inception network gave non-finite features")
+    try:
+        save_cached(cache_dir, key, feats, {"images_key": images_key,
+                                            "network_sha256": net.sha256, **(about or {})})
+    except OSError as e:  # a cache is a convenience: the figures stand without it
+        warn(f"warning: cannot cache the reference features in {cache_dir} "
+             f"({e.strerror or e}); the next eval computes them again")
     return feats, False

@@ -30,11 +30,11 @@ from typing import Any, Callable
 
 import torch
 
-from began.errors import BeganError, UsageError
+from began.errors import BeganError, UsageError, sigterm_unwinds
+from began.models.device import resolve_device
 
 from . import augment, distributed
 from .config import TrainConfig
-from .data import sigterm_unwinds
 from .distributed import Dist
 from .fast_step import fast_or_reference
 from .hooks import HookContext, Hooks, make_hooks
@@ -66,19 +66,6 @@ class TrainResult:
     checkpoint: Path | None
     resumed_from: int | None
     weights_sha256: str = ""  # of G, D and k_t: equal on every rank of a DDP run
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise BeganError(f"unknown device {spec!r}", "use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BeganError("--device cuda was asked for, but PyTorch sees no CUDA GPU",
-                         "install a CUDA build of torch (https://pytorch.org) or use --device cpu")
-    return dev
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",

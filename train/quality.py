@@ -63,9 +63,8 @@ from torch import nn
 from began.models import sampling
 
 from . import coverage
+from .checkpoint import BEST_NAME
 from .config import TrainConfig
-from .hooks import Hook, HookContext
-from .rank0 import on_main
 
 # A fresh G draws near-constant images for its first ~1k steps (measured on Fashion-MNIST
 # 32x32: 0.01-0.07 up to step 750-933, then 0.32 at step 1000 and 0.30-0.45 up to step 4500
@@ -80,7 +79,6 @@ BATCH = 128  # images per forward pass during an evaluation (bounds its memory)
 KID_BATCH = 64  # images per Inception pass (299x299 inputs)
 KID_SUBSETS = 10  # of all rows: they differ only when the real batch is the smaller one
 REALS_PER_BIN = 10  # the tracker's k-means bins: at most one per this many real images
-BEST_NAME = "ckpt-best.safetensors"  # in checkpoints/; not ckpt-<step>, so never pruned
 # G stuck on one flat image from the start (often the folder's background colour, which
 # D reconstructs at no cost while k_t = 0): a k_0 > 0 has D push fakes off from step 0
 # (32x32, n 32, N_z 64: flat black/white for 1,000-3,300 steps at k_0 = 0, shapes by
@@ -287,67 +285,6 @@ class QualityTracker:
         return self.judge(step, self.measure(G, D))
 
 
-class QualityHook(Hook):
-    """The tracker in the training loop. At stats rows on the `eval_every` cadence: rank
-    0 measures and every rank gets its numbers (so all ranks judge alike), the columns
-    go into the row (`quality` is the signal the progress line shows), the best state
-    is written to checkpoints/ckpt-best.safetensors, collapse is said once, and with
-    --stop-on-collapse `stop_reason` asks the loop to end the run."""
-
-    name = "quality"
-
-    def __init__(self, ctx: HookContext):
-        super().__init__(ctx)
-        self.tracker: QualityTracker | None = None
-        self.saved: dict[str, Any] | None = None  # restored before the tracker exists
-        self.stop_reason: str | None = None
-
-    def _tracker(self, state: Any) -> QualityTracker:
-        """Built at the first evaluation: the reals go to the device only if tracking runs."""
-        if self.tracker is None:
-            ctx, dev = self.ctx, state.dev
-            tr = QualityTracker(ctx.cfg, state.batches.images, dev)
-
-            def make_kid() -> bool:  # rank 0 alone featurises; all ranks learn if it did
-                tr.kid = kid_scorer(tr.reals, dev, ctx.log)
-                return tr.kid is not None
-
-            if kid_wanted(ctx.cfg, dev) and on_main(ctx.d, make_kid):
-                tr.best_by = "kid"
-            tr.restore(self.saved)
-            self.tracker = tr
-        return self.tracker
-
-    def on_log(self, state: Any, row: dict[str, Any]) -> None:
-        every = eval_interval(self.ctx.cfg)
-        if not every or state.step % every:
-            return
-        tr = self._tracker(state)
-        measured = on_main(self.ctx.d, lambda: tr.measure(state.G, state.D))
-        verdict = tr.judge(state.step, measured)
-        row.update(verdict.row)
-        row["quality"] = round(score_of(verdict.row), 5)
-        if verdict.message:
-            self.ctx.log(verdict.message)
-        if verdict.best:
-            self.ctx.save_checkpoint(self.ctx.run.ckpt_dir / BEST_NAME)
-        if verdict.collapsed and self.ctx.cfg.stop_on_collapse:  # a resumed run too
-            best = tr.state.best_step
-            self.stop_reason = ("collapse (--stop-on-collapse); " +
-                                (f"best checkpoint: step {best} ({BEST_NAME})" if best is not
-                                 None else "no best checkpoint was kept"))
-
-    def checkpoint_meta(self) -> Any:
-        if self.tracker is None:
-            return self.saved
-        return self.tracker.state.to_dict()
-
-    def load_checkpoint(self, tensors: dict[str, torch.Tensor], meta: Any) -> None:
-        self.saved = meta
-        if self.tracker is not None:
-            self.tracker.restore(meta)
-
-
 def kid_wanted(cfg: TrainConfig, device: torch.device) -> bool:
     """`eval_kid`: on, off, or auto (on CUDA only: Inception on the CPU costs 0.2-0.4 s
     an image on a 2-core machine, far more than the rest of an evaluation)."""
@@ -386,6 +323,6 @@ def kid_scorer(reals: torch.Tensor, device: torch.device, log: Callable[[str], N
     return kid
 
 
-__all__ = ["BEST_NAME", "QualityHook", "QualityState", "QualityTracker", "Verdict",
+__all__ = ["BEST_NAME", "QualityState", "QualityTracker", "Verdict",
            "coverage_of", "diversity_of", "diversity_ratio", "eval_interval", "kid_scorer",
            "mean_pairwise_distance", "score_of", "tracker_bins"]

@@ -32,10 +32,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from began.errors import BeganError, UsageError
-from began.files import append_text, open_lock, relation, remove_stale_temps, write_text
+from began.errors import EXIT_FATAL, EXIT_PARTIAL, BeganError, UsageError
+from began.files import (append_text, atomic_file, open_lock, relation, remove_stale_temps,
+                         write_text)
 from began.images import make_grid, save_image, to_uint8
 from began.models import sampling
+from began.reading import Unreadable, open_bounded, read_capped
 
 from .board import Board
 from .checkpoint import list_checkpoints, prune, read_config, save_checkpoint
@@ -55,14 +57,18 @@ def truncate_stats(path: Path, step: int) -> None:
     """Drop rows written after the checkpoint we resume from (and any torn last line)."""
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    write_text(path, "".join(row + "\n" for row in keep))
+    try:
+        fd, _ = open_bounded(path, 1 << 62)  # a regular file (a link to /dev/zero is not)
+    except Unreadable as e:
+        raise BeganError(f"{path} {e}", "move it out of the run folder; the run's "
+                         "checkpoints hold its state") from None
+    with os.fdopen(fd, "rb") as src, atomic_file(path) as dst:  # streamed: any size
+        while line := src.readline(1 << 20):
+            try:
+                if json.loads(line)["step"] <= step:
+                    dst.write(line.rstrip(b"\n") + b"\n")
+            except (ValueError, KeyError, TypeError, RecursionError):
+                continue
 
 
 LOCK_NAME = ".began-train.lock"
@@ -145,8 +151,8 @@ class RunFolder:
         existed = cfg_path.exists()
         if existed:
             try:
-                saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-            except (ValueError, TypeError) as e:
+                saved = TrainConfig.from_dict(json.loads(read_capped(cfg_path, 1 << 20)))
+            except (Unreadable, ValueError, TypeError, RecursionError) as e:
                 raise BeganError(f"{cfg_path} is not a began run config ({e})",
                                  "point --out at a new folder") from None
             _refuse_changes(saved, self.cfg, f"{self.path} holds a run with other settings")
@@ -206,9 +212,11 @@ class RunFolder:
         except OSError as e:
             last = self.last_checkpoint
             resume = f"from {last.name}" if last else "from its last checkpoint"
+            # exit 3 once a checkpoint holds the work (partial: it resumes from there)
             raise BeganError(f"cannot write {what} in {self.path} ({e.strerror or e})",
                              f"free disk space or fix permissions, then rerun the same "
-                             f"command: it resumes {resume}") from None
+                             f"command: it resumes {resume}",
+                             exit_code=EXIT_PARTIAL if last else EXIT_FATAL) from None
 
     def write_stats(self, row: dict[str, Any]) -> None:
         def append() -> None:

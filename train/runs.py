@@ -1,24 +1,32 @@
-"""Read a training run folder for export: one verified checkpoint, its config,
-the networks rebuilt from it, and what the run logged up to that step.
+"""A finished (or running) training run, read from its folder: the public interface
+that export and eval use, so they never reach into the loop, data loading or quality
+tracking. One verified checkpoint (a step, "best" or the newest), its config, the
+networks rebuilt from it (raw or EMA weights), what the run logged up to that step,
+how long it trained, and its training images.
 
-Export never changes the run: a checkpoint that fails its checks is an error
-here (not moved aside, not skipped silently).
+Reading never changes the run: a checkpoint that fails its checks is an error here
+(not moved aside, not skipped silently).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from began.decode import Preprocess
 from began.errors import BeganError, UsageError
 from began.models import Discriminator, Generator, build
-from began.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from began.train.config import TrainConfig
-from began.train.ema import ema_weights, has_ema
-from began.train.quality import BEST_NAME
+from began.reading import Unreadable, read_text_capped
+
+from .checkpoint import BEST_NAME, CheckpointError, list_checkpoints, load_checkpoint
+from .config import TrainConfig
+from .ema import ema_weights, has_ema
 
 
 @dataclass
@@ -47,17 +55,12 @@ def _number(v: Any) -> float | int | None:
 
 def _read_text(path: Path) -> str | None:
     """A run file's text, None if absent; a damaged one is an error, not a guess."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        if not path.is_file():
-            raise IsADirectoryError(21, "not a regular file")
-        if path.stat().st_size > 256 << 20:
-            raise ValueError("larger than 256 MB")
-        return path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as e:
-        raise BeganError(f"cannot read {path} ({getattr(e, 'strerror', None) or e})",
-                         _RESTORE) from None
+        return read_text_capped(path, 256 << 20, what="a run's log")
+    except Unreadable as e:
+        raise BeganError(f"cannot read {path} ({e})", _RESTORE) from None
 
 
 def _last_stats(path: Path, step: int) -> dict[str, Any] | None:
@@ -204,3 +207,20 @@ def load_run(run_dir: str | Path, step: int | str | None = None,
                        D=D.eval(), k=float(tensors["ctl.k"]),
                        stats=_last_stats(run_dir / "stats.jsonl", step), data=data,
                        weights=used)
+
+
+def preprocess_of(cfg: TrainConfig) -> Preprocess:
+    """How the run decoded its images (eval and export decode theirs the same way)."""
+    return Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
+                      resample=cfg.resample)
+
+
+def run_images(cfg: TrainConfig, folder: str | None = None,
+               progress: bool | None = None) -> np.ndarray:
+    """The run's training images (or `folder`'s, decoded as the run decoded its own),
+    uint8 (N, R, R, 3), from the shared decode cache. Raises OSError or ValueError
+    when there are none."""
+    from .data import load_image_folder
+
+    return load_image_folder(folder or cfg.data_dir, preprocess_of(cfg),
+                             progress=progress).images

@@ -8,15 +8,15 @@ torch is imported only when the command runs.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from .. import card
 from ..errors import BeganError, UsageError
-from ..output import Out
+from ..output import Out, json_text, stdout_text
+from ..targets import run_traces
 from .common import JsonOpt, ModelOpt, QuietOpt, WeightsOpt
 from .train import TORCH_HINT
 
@@ -37,6 +37,11 @@ def _source(source: Optional[Path], model: Optional[Path], step, weights: str):
                          "SOURCE is a run folder, a model folder or a folder of images")
     if (source / "config.json").is_file():
         return Source("run", source, step)
+    traces = run_traces(source)
+    if traces:  # not a folder of images: scoring its grids as data would be nonsense
+        raise BeganError(f"{source} is a training run ({', '.join(traces)}) whose config.json "
+                         "is missing", "restore config.json (began train wrote it first); to score "
+                         "images kept in a run, copy them to a folder of their own")
     if run_flag:
         raise UsageError(f"{run_flag} is for runs, and {source} is not one (no config.json)",
                          "pass a `began train --out` folder")
@@ -102,12 +107,12 @@ def eval_(
         import torch  # noqa: F401
     except ImportError:
         raise BeganError("eval needs PyTorch, which is not installed", TORCH_HINT) from None
-    from began.export.runs import parse_step
+    from began.train.runs import parse_step
     from began.train import evaluate as ev
     from began.train.inception import NetworkMissing, network_path
 
     if write_card:  # where the figures go is checked before minutes of work
-        ev.check_card_target(src.path)
+        card.check_card_target(src.path)
     try:
         network_path()
     except NetworkMissing as e:
@@ -136,9 +141,8 @@ def eval_(
                          msssim_pairs=pairs, bins=bins)
     result["seed"] = seed
     if write_card:
-        for p in ev.write_card(src.path, result):
+        for p in card.write_card(src.path, result):
             o.say(f"wrote {p}")
     o.say(ev.table(result))
     if as_json:
-        json.dump(result, sys.stdout)
-        print()
+        stdout_text(json_text(result) + "\n")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import BeganError
+from ..errors import BeganError, StdoutError
+from ..output import json_text, stdout_text
 from .common import WeightsOpt
 from .train import TORCH_HINT
 
@@ -52,8 +52,11 @@ def export(
     except ImportError as e:
         raise BeganError(f"export needs PyTorch and onnx ({e.name} is not installed)",
                          TORCH_HINT) from None
+    if as_json and sys.stdout is None:  # refuse before minutes of work, not after them
+        raise StdoutError("stdout is closed, and --json writes the manifest there",
+                          "give the command a stdout (> manifest.json), or drop --json")
     from began.export.bundle import export_run
-    from began.export.runs import parse_step
+    from began.train.runs import parse_step
 
     def log(msg: str) -> None:
         if not quiet:
@@ -68,5 +71,4 @@ def export(
     log(f"wrote {out}: {len(manifest['files'])} graphs, {size / 1e6:.1f} MB, "
         f"step {manifest['training']['step']}")
     if as_json:
-        json.dump(manifest, sys.stdout)
-        print()
+        stdout_text(json_text(manifest) + "\n")

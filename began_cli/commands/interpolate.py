@@ -23,15 +23,16 @@ from ..errors import BeganError, UsageError
 from ..api import walk
 from ..images import enlarge, make_grid, to_uint8
 from ..inputs import collect, preprocess_for, read, to_float
-from ..output import (Out, Refused, Tally, Targets, WriteError, encode, ensure_dir,
-                      output_format, write_bytes)
+from ..output import Out, Tally, WriteError, encode, ensure_dir, output_format, write_bytes
 from ..seeds import parse_seeds, z_for_seeds
+from ..targets import Refused, Targets
 from .common import (DeviceOpt, JsonOpt, ModelOpt, NoClobberOpt, OverwriteOpt, PrecisionOpt,
                      QuietOpt, SkipOpt, open_model)
 from .sample import check_grid
 from .viewing import ResampleOpt, ScaleOpt, check_resample
 
 MAX_FRAMES = 10_000  # frames of one walk: all of them are held in memory
+MAX_FRAME_PIXELS = 1 << 28  # --outdir: all frames are held at once (768 MiB of RGB)
 
 
 def interpolate(
@@ -110,8 +111,14 @@ def interpolate(
 
     m = open_model(model, device, precision, o)
     n_frames = (len(names) - 1) * (steps - 1) + 1  # memory and the strip's format bound these
-    check_grid(n_frames, nrow or n_frames, m.resolution * scale,
-               fmt if fmt in ("png", "jpg", "webp") else "npy")
+    side = m.resolution * scale
+    if outdir is None:
+        check_grid(n_frames, nrow or n_frames, side,
+                   fmt if fmt in ("png", "jpg", "webp") else "npy")
+    elif n_frames * side * side > MAX_FRAME_PIXELS:  # one file a frame: only memory bounds it
+        raise UsageError(f"{n_frames:,} frames of {side}x{side} are too many pixels to hold "
+                         f"at once (at most {MAX_FRAME_PIXELS:,})",
+                         "lower --scale or --steps, or enlarge the frames afterwards")
     t = time.perf_counter()
     if seeds:
         z, x = z_for_seeds(seed_list, m.z_dim), None

@@ -26,8 +26,8 @@ from ..api import inversion_figures
 from ..images import enlarge
 from ..latent import OUTSIDE_RATIO, reference_for
 from ..latent import invert as find_z
-from ..output import (Out, Refused, Tally, Targets, WriteError, encode, ensure_dir,
-                      refuse_managed_folder, write_bytes)
+from ..output import Out, Tally, WriteError, encode, ensure_dir, write_bytes
+from ..targets import Refused, Targets, refuse_managed_folder
 from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, NoClobberOpt, OverwriteOpt,
                      PrecisionOpt, QuietOpt, SkipOpt, batch_size, open_model)
 from .viewing import ResampleOpt, ScaleOpt, check_resample

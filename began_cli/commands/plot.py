@@ -11,13 +11,16 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from ..errors import BeganError, UsageError
-from ..output import Out, Targets, write_bytes
+from ..output import Out, write_bytes
+from ..reading import Unreadable, open_bounded
+from ..targets import Targets
 from .common import NoClobberOpt, QuietOpt
 
 # (title, [(column, label)], log scale)
@@ -34,40 +37,72 @@ PLOT_HINT = ("install the train extra, which brings matplotlib: pip install 'beg
              "('.[train]' from a checkout), or just pip install matplotlib")
 
 
-def read_rows(run: Path) -> list[dict[str, Any]]:
+MAX_POINTS = 20_000  # rows kept for the figure: more than a 1,100-pixel-wide panel shows
+MAX_LINE = 1 << 16  # a stats row is a few hundred bytes; a longer line is not one
+COLUMNS = {"step", *(k for _, cols, _ in PANELS for k, _ in cols)}
+
+
+def read_rows(run: Path) -> list[dict[str, float]]:
+    """The run's stats rows, streamed: any size of stats.jsonl in bounded memory (past
+    MAX_POINTS rows every other row is dropped and the stride doubles, so the rows kept
+    stay evenly spread), only the plotted columns, only finite numbers."""
     path = run / "stats.jsonl"
+    hint = "pass a run folder made by began train (it writes stats.jsonl at its first log row)"
     if not run.is_dir():
-        raise UsageError(f"{run} is not a folder", "pass a run folder made by began train")
-    if not path.is_file():
-        raise BeganError(f"{path} does not exist",
-                         "pass a run folder made by began train (it writes stats.jsonl at its "
-                         "first log row)", exit_code=2)
-    rows = []
+        what = "does not exist" if not os.path.lexists(run) else "is not a folder"
+        raise BeganError(f"{run} {what}", "pass a run folder made by began train")
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BeganError(f"cannot read {path} ({getattr(e, 'strerror', None) or e})",
+        fd, _ = open_bounded(path, 1 << 62)  # any size: read line by line below
+    except Unreadable as e:
+        raise BeganError(f"{path} {'does not exist' if str(e) == 'is missing' else e}",
+                         hint) from None
+    rows: list[dict[str, float]] = []
+    stride = seen = 0
+    try:
+        with os.fdopen(fd, "rb") as f:
+            while line := f.readline(MAX_LINE):
+                row = _row(line)
+                if row is None:
+                    continue  # a torn last line while training writes, or not a row
+                if seen % (stride or 1) == 0:
+                    rows.append(row)
+                seen += 1
+                if len(rows) > 2 * MAX_POINTS:
+                    rows, stride = rows[::2], 2 * (stride or 1)
+    except OSError as e:
+        raise BeganError(f"cannot read {path} ({e.strerror or e})",
                          "check the file's permissions") from None
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a torn last line while training writes
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            rows.append(row)
-    if not rows:
-        raise BeganError(f"{path} holds no stats rows yet",
+    if not any(len(row) > 1 for row in rows):
+        raise BeganError(f"{path} holds no stats rows yet" if not rows else
+                         f"{path} holds no figures to plot (its rows have no losses, k_t, "
+                         "M_global, lr or quality columns)",
                          "wait for the run's first log row (--log-every steps)")
     return rows
+
+
+def _row(line: bytes) -> dict[str, float] | None:
+    """A stats row's plotted columns that are finite numbers, or None when it is not a
+    row with a finite step."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    row = {k: float(v) for k, v in raw.items() if k in COLUMNS and _finite(v)}
+    return row if "step" in row else None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for r in rows:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if key in r:
             xs.append(r["step"])
-            ys.append(float(v))
+            ys.append(r[key])
     return xs, ys
 
 
@@ -123,7 +158,6 @@ def plot(
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} is not a .png file", "name the output FILE.png")
     Targets(no_clobber).check(target)  # the output rule, before matplotlib draws
-    png = render(rows, f"{run.resolve().name}: {len(rows)} rows, up to step "
-                       f"{int(rows[-1]['step'])}")
+    png = render(rows, f"{run.resolve().name}: up to step {int(rows[-1]['step'])}")
     write_bytes(target, png)
     o.say(f"wrote {target}")

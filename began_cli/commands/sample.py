@@ -26,9 +26,10 @@ import typer
 
 from ..errors import UsageError
 from ..images import enlarge, tile, to_uint8
-from ..output import (MAX_SIDE, Out, Refused, Tally, Targets, WriteError, encode, ensure_dir,
-                      output_format, refuse_existing, write_bytes)
+from ..output import (MAX_SIDE, Out, Tally, WriteError, encode, ensure_dir, output_format,
+                      write_bytes)
 from ..seeds import MAX_COUNT, parse_seeds, seed_range, z_for_seeds
+from ..targets import Refused, Targets, refuse_existing
 from .common import (BatchOpt, DeviceOpt, JsonOpt, ModelOpt, NoClobberOpt, OverwriteOpt,
                      PrecisionOpt, QuietOpt, SkipOpt, batch_size, open_model)
 from .viewing import ResampleOpt, ScaleOpt, check_resample

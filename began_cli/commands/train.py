@@ -18,6 +18,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import BeganError, UsageError
+from ..output import stdout_text
 
 TORCH_HINT = ("install the train extra: pip install 'began[train]' ('.[train]' from a checkout); "
               "for a GPU, first a CUDA build of torch from https://pytorch.org")
@@ -59,8 +60,7 @@ def _run(data_dir: Path, out: Path, preset: str, device: str, dry_run: bool,
     except ValueError as e:
         raise UsageError(str(e), "see `began train --help` for each flag's range") from None
     if dry_run:
-        json.dump(cfg.to_dict(), sys.stdout, indent=2)
-        print()
+        stdout_text(json.dumps(cfg.to_dict(), indent=2) + "\n", "; or drop --dry-run")
         return
     try:
         import torch  # noqa: F401

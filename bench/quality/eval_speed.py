@@ -84,7 +84,8 @@ def figures_speed(metrics, args, rng, images) -> None:
     if args.pairs:
         t = time.perf_counter()
         metrics.mean_pairwise_msssim(images, args.pairs)
-        print(f"MS-SSIM, {args.pairs} pairs of {r}x{r}: {time.perf_counter() - t:.1f} s")
+        side = images.shape[1]
+        print(f"MS-SSIM, {args.pairs} pairs of {side}x{side}: {time.perf_counter() - t:.1f} s")
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def samples_of(source: str, n: int, weights: str) -> np.ndarray:
 
 def run_samples(run: Path, step: int | None, n: int, weights: str) -> np.ndarray:
     """G of a training run on z from seeds 0..n-1 (the CLI's z for those seeds), as uint8."""
-    from began.export.runs import load_run
+    from began.train.runs import load_run
     from began.seeds import z_for_seeds
 
     snap = load_run(run, step=step, weights=weights)

@@ -70,7 +70,7 @@ def cost(samples: int, repeat: int) -> None:
 
 
 def signal_over_run(run_dir: Path, samples: int) -> None:
-    from began.export.runs import load_run
+    from began.train.runs import load_run
     from began.train.data import Preprocess, load_image_folder
 
     snap = load_run(run_dir)
