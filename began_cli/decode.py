@@ -42,6 +42,7 @@ class Preprocess:
     crop: str = "center"  # "center": centred square crop; "pad": pad to square with background
     background: str = "white"  # any PIL colour; transparent pixels are composited onto it
     resample: str = "lanczos"  # "lanczos" | "bicubic" | "bilinear" | "box" | "nearest"
+    grey: bool = False  # luma (ITU-R 601-2, Pillow's "L") in all three channels: grey models
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -54,6 +55,8 @@ class Preprocess:
             raise ValueError(
                 f"resample must be one of {', '.join(_RESAMPLE)}; got {self.resample!r}")
         background_rgb(self.background)  # raises ValueError on a bad colour
+        if not isinstance(self.grey, bool):
+            raise ValueError(f"grey must be true or false; got {self.grey!r}")
 
 
 def background_rgb(colour: str) -> tuple[int, int, int]:
@@ -83,6 +86,8 @@ def decode_image(path: str | Path | BinaryIO, pre: Preprocess) -> np.ndarray:
             rgb = _to_rgb(img, bg)
     square = _to_square(rgb, pre.crop, bg)
     out = square.resize((pre.resolution, pre.resolution), resample=_RESAMPLE[pre.resample])
+    if pre.grey:  # grey already (R = G = B) stays exactly as it is
+        out = out.convert("L").convert("RGB")
     return np.ascontiguousarray(np.asarray(out, dtype=np.uint8))
 
 

@@ -32,7 +32,8 @@ def preprocess_for(bundle: Bundle) -> Preprocess:
     data = bundle.manifest.get("training", {}).get("data", {})
     return Preprocess(resolution=bundle.resolution, crop=data.get("crop", "center"),
                       background=data.get("background", "white"),
-                      resample=data.get("resample", "lanczos"))
+                      resample=data.get("resample", "lanczos"),
+                      grey=bool(bundle.manifest["model"].get("grey", False)))
 
 
 def collect(args: list[str]) -> list[Source]:

@@ -6,7 +6,8 @@ writes the backward pass of G by hand (linear, 3x3 convs, ELU, nearest
 upsampling, skip concatenations, vanishing-residual mixing; for the small G, BatchNorm
 in eval mode, ReLU and transposed convs) with ops ONNX has:
 conv -> conv_transpose, ELU' = where(a > 0, 1, exp(a)), tanh' = 1 - tanh^2 (out_tanh),
-nearest x2 upsampling -> 2x2 sum pooling. Tests hold it to torch.autograd on every architecture option.
+nearest x2 upsampling -> 2x2 sum pooling, a grey model's channel repeated to RGB -> the sum
+of the three channels' gradients. Tests hold it to torch.autograd on every architecture option.
 
     loss[b] = mean_{c,y,x} |clip(G(z)[b], -1, 1) - target[b]|   (one value per image)
     grad[b] = d loss[b] / d z[b]
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from began.models import Generator
+from began.models import Generator, ModelConfig
+from began.models.began import to_rgb
 
 
 def _sum_pool(g: torch.Tensor, k: int) -> torch.Tensor:
@@ -35,12 +37,17 @@ def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.conv_transpose2d(g, conv.weight, stride=1, padding=1)
 
 
-def _l1_start(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """loss[b] = mean |clip(out[b], -1, 1) - target[b]| and d loss / d out."""
-    diff = out.clamp(-1.0, 1.0) - target
+def _l1_start(out: torch.Tensor, target: torch.Tensor, cfg: ModelConfig
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """loss[b] = mean |clip(out[b], -1, 1) - target[b]| and d loss / d out, where `out` is
+    the last layer's output (a grey model's one channel is shown as RGB: its gradient is
+    the sum of the three channels')."""
+    rgb = to_rgb(out, cfg)
+    diff = rgb.clamp(-1.0, 1.0) - target
     loss = diff.abs().flatten(1).mean(1)
-    inside = (out >= -1.0) & (out <= 1.0)
-    return loss, torch.where(inside, torch.sign(diff), torch.zeros_like(diff)) / diff[0].numel()
+    inside = (rgb >= -1.0) & (rgb <= 1.0)
+    g = torch.where(inside, torch.sign(diff), torch.zeros_like(diff)) / diff[0].numel()
+    return loss, (g.sum(1, keepdim=True) if cfg.grey else g)
 
 
 def _small_backward(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
@@ -70,7 +77,7 @@ def _small_l1_grad(G: nn.Module, z: torch.Tensor, target: torch.Tensor
         y = x.view(-1, G.c0, 8, 8) if layer is None else layer(x)
         tape.append((layer, x, y))
         x = y
-    loss, g = _l1_start(x, target)
+    loss, g = _l1_start(x, target, G.cfg)
     for layer, x_in, y in reversed(tape):
         g = g.flatten(1) if layer is None else _small_backward(layer, x_in, y, g)
     return loss, g
@@ -111,7 +118,7 @@ class GeneratorL1Grad(nn.Module):
             out = torch.tanh(out)
 
         # Backward.
-        loss, g = _l1_start(out, target)
+        loss, g = _l1_start(out, target, cfg)
         if cfg.out_tanh:  # tanh' = 1 - tanh^2
             g = g * (1 - out * out)
         g = _conv_input_grad(g, G.out)

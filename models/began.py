@@ -105,7 +105,7 @@ class Decoder(_CarryMixin):
             ConvStack(2 * n if (cfg.skip and i > 0) else n, n, cfg.repeat, cfg.vanishing_residual)
             for i in range(S)
         )
-        self.out = conv3x3(n, CHANNELS)  # linear output (tanh'd with cfg.out_tanh)
+        self.out = conv3x3(n, cfg.out_channels)  # linear output (tanh'd with cfg.out_tanh)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         carry = self._carry()
@@ -120,7 +120,12 @@ class Decoder(_CarryMixin):
                     x = torch.cat([x, skip], dim=1)
             x = stack(x, carry)
         out = self.out(x)
-        return torch.tanh(out) if self.cfg.out_tanh else out
+        return to_rgb(torch.tanh(out) if self.cfg.out_tanh else out, self.cfg)
+
+
+def to_rgb(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """A grey model's one channel as RGB (R = G = B); RGB passes through."""
+    return x.expand(-1, CHANNELS, -1, -1) if cfg.grey else x
 
 
 class Generator(Decoder):

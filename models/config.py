@@ -52,6 +52,9 @@ class ModelConfig(JsonConfig):
                              "(BatchNorm G, tiny auto-encoder D with a linear code: the small-"
                              "compute BEGANs that cover all of Fashion-MNIST, models/small.py)")
     fc_dim: int = opt(1024, "small: width of G's first fully connected layer")
+    grey: bool = opt(False, "grey images (Fashion-MNIST, scans): the data is converted to grey "
+                            "when decoded, and G and D's decoder draw one channel, shown as "
+                            "RGB with R = G = B (no colour noise for D to chase or FID to see)")
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -63,12 +66,17 @@ class ModelConfig(JsonConfig):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("skip", "vanishing_residual", "out_tanh"):
+        for name in ("skip", "vanishing_residual", "out_tanh", "grey"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.arch == "small" and (self.skip or self.vanishing_residual):
             raise ValueError("skip connections and vanishing residuals are paper-arch options "
                              "(the small networks have neither)")
+
+    @property
+    def out_channels(self) -> int:
+        """Channels the networks' last layers draw (grey: 1, repeated to RGB after them)."""
+        return 1 if self.grey else CHANNELS
 
     @property
     def n_scales(self) -> int:

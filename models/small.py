@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .began import _CarryMixin
+from .began import _CarryMixin, to_rgb
 from .config import CHANNELS, ModelConfig
 
 
@@ -51,13 +51,13 @@ class SmallGenerator(_CarryMixin):
         c, ups = self.c0, cfg.n_scales - 1
         for i in range(ups):
             last = i == ups - 1
-            cout = CHANNELS if last else max(c // 2, 8)
+            cout = cfg.out_channels if last else max(c // 2, 8)
             layers += _up(c, cout, last)
             c = cout
         self.up = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.up(self.fc(z).view(-1, self.c0, 8, 8))
+        return to_rgb(self.up(self.fc(z).view(-1, self.c0, 8, 8)), self.cfg)
 
 
 class SmallEncoder(_CarryMixin):
@@ -95,10 +95,10 @@ class SmallDecoder(_CarryMixin):
         c = self.c
         for i in range(steps):
             last = i == steps - 1
-            cout = CHANNELS if last else c // 2
+            cout = cfg.out_channels if last else c // 2
             layers += _up(c, cout, last)
             c = cout
         self.up = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.up(self.fc(h).view(-1, self.c, self.side, self.side))
+        return to_rgb(self.up(self.fc(h).view(-1, self.c, self.side, self.side)), self.cfg)

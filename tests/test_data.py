@@ -421,7 +421,7 @@ def test_report_is_json_able(tmp_path):
     assert rep["count"] == 3 and rep["n_skipped"] == 4 and rep["resolution"] == 8
     assert rep["root"] == str(root.resolve())
     assert rep["preprocess"] == {"resolution": 8, "crop": "center", "background": "black",
-                                 "resample": "lanczos"}
+                                 "resample": "lanczos", "grey": False}
     assert {"path": "notes.txt", "reason": "not an image (cannot identify image file)"} \
         in rep["skipped"]
     assert len(rep["key"]) == 64

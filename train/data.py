@@ -166,11 +166,20 @@ def _list_candidates(root: Path, skip_dir: Path | None = None) -> list[_Candidat
 def _cache_key(pre: Preprocess, candidates: Iterable[_Candidate]) -> str:
     payload = {
         "version": PIPELINE_VERSION,
-        "preprocess": dataclasses.asdict(pre),
+        "preprocess": _key_fields(pre),
         "files": sorted([c.rel, c.size, c.mtime_ns] for c in candidates),
     }
     canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canon.encode("ascii")).hexdigest()
+
+
+def _key_fields(pre: Preprocess) -> dict[str, Any]:
+    """The preprocessing in a cache key; `grey` only when on, so colour caches keep the
+    keys they had before the option existed (and the feature caches keyed on them)."""
+    fields = dataclasses.asdict(pre)
+    if not pre.grey:
+        del fields["grey"]
+    return fields
 
 
 def default_cache_dir() -> Path:

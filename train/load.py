@@ -7,17 +7,17 @@ from typing import Callable
 from began.errors import BeganError
 
 from .config import TrainConfig
-from .data import ImageSet, NoImagesError, Preprocess, load_image_folder
+from .data import ImageSet, NoImagesError, load_image_folder
 from .distributed import Dist
 from .rank0 import on_main
 from .run_folder import RunFolder
+from .runs import preprocess_of
 
 
 def load_data(cfg: TrainConfig, run: RunFolder, progress: bool | None,
               log: Callable[[str], None], d: Dist) -> ImageSet:
     """Decode the folder into the cache (rank 0 first, the other ranks then read it)."""
-    pre = Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
-                     resample=cfg.resample)
+    pre = preprocess_of(cfg)
 
     def load() -> ImageSet:
         try:

@@ -212,7 +212,7 @@ def load_run(run_dir: str | Path, step: int | str | None = None,
 def preprocess_of(cfg: TrainConfig) -> Preprocess:
     """How the run decoded its images (eval and export decode theirs the same way)."""
     return Preprocess(resolution=cfg.model.resolution, crop=cfg.crop, background=cfg.background,
-                      resample=cfg.resample)
+                      resample=cfg.resample, grey=cfg.model.grey)
 
 
 def run_images(cfg: TrainConfig, folder: str | None = None,

@@ -121,6 +121,7 @@ FIELDS: list[tuple[str, str, tuple[Any, str]]] = [
     ("model.n", "required", _int_in(1, MAX_FILTERS)),
     ("model.repeat", "present", _int_in(1, MAX_REPEAT)),
     ("model.skip", "present", ((lambda v: isinstance(v, bool)), "true or false")),
+    ("model.grey", "present", ((lambda v: isinstance(v, bool)), "true or false")),
     ("image", "present", _OBJECT),
     ("image.channels", "present", ((lambda v: v == 3 and _is_int(v)), "3 (RGB)")),
     ("training", "present", _OBJECT),
