@@ -78,17 +78,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str = "auto",
     apply_threads(threads)
     d, device = distributed.from_env(device)
     run = RunFolder(cfg, Path(run_dir), d)
+    finished = False
     try:
         # SIGTERM before the loop's own handler (decoding, building, resuming) unwinds
         # through the cleanup below and exits 143, instead of killing the process mid-setup.
         with sigterm_unwinds():
-            return _train(cfg, run, device, progress, log, d)
+            result = _train(cfg, run, device, progress, log, d)
+        finished = True
+        return result
     except BaseException:
         run.discard_created()  # a failed start leaves no empty run folder behind
         raise
     finally:
         run.close()
-        distributed.shutdown(d)
+        distributed.shutdown(d, together=finished)
 
 
 def _train(cfg: TrainConfig, run: RunFolder, device: str, progress: bool | None,
