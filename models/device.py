@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from began.errors import BeganError
+from began.errors import BeganError, UsageError
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -15,7 +15,7 @@ def resolve_device(spec: str) -> torch.device:
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise BeganError(f"unknown device {spec!r}", "use auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"unknown device {spec!r}", "use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BeganError("--device cuda was asked for, but PyTorch sees no CUDA GPU",
                          "install a CUDA build of torch (https://pytorch.org) or use --device cpu")

@@ -56,17 +56,14 @@ class Samples:
 
 
 def torch_device(device: str) -> str:
-    import torch
+    """--device for eval (cpu or CUDA: the features run on either), as models/device.py
+    chooses it for train and export."""
+    from began.models.device import resolve_device
 
     device = device.strip().lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BeganError(f"--device {device}, but PyTorch sees no CUDA GPU",
-                         "use --device cpu (or auto), or install a CUDA build of torch")
-    if device != "cpu" and not device.startswith("cuda"):
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise UsageError(f"bad device {device!r}", "use auto, cpu, cuda or cuda:N")
-    return device
+    return str(resolve_device(device))
 
 
 # ----------------------------------------------------------------------------
