@@ -95,7 +95,7 @@ def test_cache_keys_of_colour_data_do_not_name_grey():
     assert _key_fields(Preprocess(resolution=16, grey=True))["grey"] is True
 
 
-def test_a_grey_run_exports_and_the_cli_draws_and_reads_grey(image_folder, tmp_path):
+def test_a_grey_run_exports_and_the_cli_draws_and_reads_grey(image_folder, tmp_path, capsys):
     from began.app import run
     from began.bundle import load_bundle
     from began.inputs import preprocess_for
@@ -114,6 +114,8 @@ def test_a_grey_run_exports_and_the_cli_draws_and_reads_grey(image_folder, tmp_p
                 "-q"]) == 0
     grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
     assert np.array_equal(grid[..., 0], grid[..., 2]) and grid.std() > 0
+    assert run(["info", "-m", str(model)]) == 0
+    assert "16x16 grey (as RGB)" in capsys.readouterr().err
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["model"]["grey"] = "yes"
     (model / "manifest.json").write_text(json.dumps(manifest))

@@ -49,8 +49,10 @@ def _text(r: dict) -> str:
     data = t.get("data", {})
     lines = [
         f"model      {r['model']}  (format {r['format_version']}, began {r['began_version']})",
-        f"shape      {r['resolution']}x{r['resolution']} RGB, N_z {r['z_dim']}, N_h {r['h_dim']}, "
-        f"n {r['architecture']['n']}" + (", skip" if r["architecture"].get("skip") else ""),
+        f"shape      {r['resolution']}x{r['resolution']} "
+        f"{'grey (as RGB)' if r['architecture'].get('grey') else 'RGB'}, N_z {r['z_dim']}, "
+        f"N_h {r['h_dim']}, n {r['architecture']['n']}"
+        + (", skip" if r["architecture"].get("skip") else ""),
         f"training   step {t.get('step')}, gamma {t.get('gamma')}, k_t {_f(t.get('k'))}, "
         f"M_global {_f(t.get('m_global'))}",
         f"data       {data.get('images')} images from '{data.get('folder')}' "
