@@ -137,8 +137,7 @@ def _flags(cfg: dict) -> str:
     flags = [f"--{k.replace('_', '-')} {cfg['model'][k]}" for k in keys
              if cfg["model"].get(k) is not None and not (k == "fc_dim" and
                                                           cfg["model"]["arch"] != "small")]
-    if cfg["model"].get("out_tanh"):
-        flags.append("--out-tanh")
+    flags += [f"--{k.replace('_', '-')}" for k in ("out_tanh", "grey") if cfg["model"].get(k)]
     shown = ("batch_size", "gamma", "steps")  # always, even at their defaults
     for k in (*shown, "cs_alpha", "cs_g", "alternating", "z_shared", "augment", "pullaway",
               "ema_decay", "lr_g", "lr_d", "beta1", "lambda_k", "lr_decay", "lr_window", "seed"):
