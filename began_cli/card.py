@@ -14,7 +14,8 @@ from typing import Any
 
 from .bundle import CARD, MANIFEST, load_bundle, write_manifest
 from .errors import BeganError, UsageError
-from .files import CLOEXEC, NOFOLLOW, NONBLOCK, relation, write_text
+from .files import relation, write_text
+from .reading import Unreadable, read_text_capped
 
 CARD_BEGIN = "<!-- began eval: begin -->"
 CARD_END = "<!-- began eval: end -->"
@@ -102,21 +103,12 @@ def check_card_target(root: Path | None) -> Path:
 
 def _read_card(card: Path) -> str | None:
     """The card's text, read without following a link, bounded; None when there is none."""
-    try:
-        fd = os.open(card, os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC)
-    except FileNotFoundError:
+    if not os.path.lexists(card):
         return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CARD_BYTES:
-            raise BeganError(f"{card} is not a model card (a regular file of at most "
-                             f"{MAX_CARD_BYTES >> 20} MiB)",
-                             "move it out of the bundle, or drop --write-card")
-        data = f.read(MAX_CARD_BYTES + 1)
     try:
-        return data[:MAX_CARD_BYTES].decode("utf-8")
-    except UnicodeDecodeError:
-        raise BeganError(f"{card} is not UTF-8 text", "fix or remove the card, or drop "
+        return read_text_capped(card, MAX_CARD_BYTES, follow=False, what="a model card")
+    except Unreadable as e:
+        raise BeganError(f"{card} {e}", "move it out of the bundle or fix it, or drop "
                          "--write-card") from None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import Bundle
+from .bundle.spec import manifest_preprocess
 from .decode import Preprocess, decode_image, failure_reason
 from .errors import BeganError
 
@@ -29,11 +30,7 @@ class Source:
 
 
 def preprocess_for(bundle: Bundle) -> Preprocess:
-    data = bundle.manifest.get("training", {}).get("data", {})
-    return Preprocess(resolution=bundle.resolution, crop=data.get("crop", "center"),
-                      background=data.get("background", "white"),
-                      resample=data.get("resample", "lanczos"),
-                      grey=bool(bundle.manifest["model"].get("grey", False)))
+    return manifest_preprocess(bundle.manifest)  # checked when the bundle was loaded
 
 
 def collect(args: list[str]) -> list[Source]:

@@ -165,14 +165,21 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
     return _files_problem(m.get("files"), m.get("graphs"))
 
 
-def _preprocess_problem(m: dict[str, Any]) -> str | None:
-    from began.decode import Preprocess  # the same checks training applies
+def manifest_preprocess(m: dict[str, Any]) -> Any:
+    """How the model's training decoded its images (decode.Preprocess), so that images
+    the CLI reads are decoded the same way. Raises ValueError, as training's checks do."""
+    from began.decode import Preprocess
 
     data = m.get("training", {}).get("data", {})
+    return Preprocess(resolution=m["model"]["resolution"], crop=data.get("crop", "center"),
+                      background=data.get("background", "white"),
+                      resample=data.get("resample", "lanczos"),
+                      grey=bool(m["model"].get("grey", False)))
+
+
+def _preprocess_problem(m: dict[str, Any]) -> str | None:
     try:
-        Preprocess(resolution=m["model"]["resolution"], crop=data.get("crop", "center"),
-                   background=data.get("background", "white"),
-                   resample=data.get("resample", "lanczos"))
+        manifest_preprocess(m)
     except ValueError as e:
         return f"training.data: {str(e)[:200]}"
     return None
