@@ -133,8 +133,12 @@ def test_fast_step_matches_reference_for_every_option(name):
 def test_each_cpu_lever_matches_reference(levers, z_shared):
     w_ref, s_ref, _ = _run(SMALL, fast=False, cs_alpha=0.1, z_shared=z_shared)
     w_fast, s_fast, _ = _run(SMALL, fast=True, levers=levers, cs_alpha=0.1, z_shared=z_shared)
-    _assert_close(w_ref, w_fast, 1e-5, "weights")
-    _assert_close(s_ref, s_fast, 1e-5, "stats")
+    # channels_last runs other conv kernels, whose rounding differs by CPU (4.8e-5 on an AVX2
+    # EPYC, under 1e-5 on an AVX-512 Xeon) and Adam's normalised steps carry it into the
+    # weights; a wrong layout would differ by O(1)
+    rtol = 2e-4 if levers.channels_last else 1e-5
+    _assert_close(w_ref, w_fast, rtol, "weights")
+    _assert_close(s_ref, s_fast, rtol, "stats")
 
 
 def test_levers_are_checked():
