@@ -10,7 +10,7 @@ GRID.json: {"base": ["--preset", "small32", "--steps", "4000"], "seeds": [0, 1, 
             "16"]}}
 Each run trains with `--threads 1 --device cpu --ckpt-every E --keep 100` (E from --every) into
 OUT/<setting>-s<seed>; then every checkpoint is scored: on Fashion-MNIST (--classes) by the
-classifier of fmnist_coverage.py (classes with >= 5% of --n samples, KL to uniform), on any
+classifier of fmnist_coverage.py (classes with >= 5% of --n samples, KL to uniform, cFID), on any
 folder by NDB (train/coverage.py: K = 50 k-means bins of --n real images, bins different and
 filled). One line per run goes to OUT/results.jsonl with the flags, minutes and the scores at
 every checkpoint; `--summary` prints, per setting, how many seeds reached full coverage and the
@@ -62,8 +62,10 @@ def score_run(run: Path, a) -> dict[str, dict]:
     for step in checkpoint_steps(run):
         u8 = fc.run_samples(run, step, a.n, "auto")
         if net is not None:
-            cov = fc.coverage(fc.predict(net, fc.grey_u8(u8)))
-            out[str(step)] = {"covered": cov["covered"], "kl": round(cov["kl"], 4)}
+            grey = fc.grey_u8(u8)
+            cov = fc.coverage(fc.predict(net, grey))
+            out[str(step)] = {"covered": cov["covered"], "kl": round(cov["kl"], 4),
+                              "cfid": round(fc.classifier_fid(net, grey), 3)}
         else:
             r = bins.compare(u8)
             out[str(step)] = {"ndb": r["different"], "bins": r["bins"], "filled": r["covered"],
@@ -117,7 +119,9 @@ def summary(results: Path) -> None:
                 full = sum(s["covered"] == 10 for s in at)
                 print(f"  step {step:>6}: 10/10 classes in {full} of {len(at)}; classes "
                       f"{[s['covered'] for s in at]}; median KL "
-                      f"{statistics.median(s['kl'] for s in at):.3f}")
+                      f"{statistics.median(s['kl'] for s in at):.3f}"
+                      + (f"; median cFID {statistics.median(s['cfid'] for s in at):.2f}"
+                         if all("cfid" in s for s in at) else ""))
             else:
                 print(f"  step {step:>6}: bins different {[s['ndb'] for s in at]} of "
                       f"{at[0]['bins']}; filled {[s['filled'] for s in at]}")
