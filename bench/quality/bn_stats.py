@@ -13,7 +13,8 @@ coverage, KL and cFID (fmnist_coverage.py's classifier: seconds), and with --inc
 Inception FID / KID / precision / recall of the first M samples against M reference images
 (about 0.6 CPU-s an image on the AVX2 development CPU: keep M small).
 
-Measured (bench/quality/README.md, "Standing statistics"): no gain on the grey small32 runs,
+Measured (bench/quality/README.md, "Grey seeds 0 and 2 again, EMA of G, standing BatchNorm
+statistics"): no gain on the grey small32 runs,
 so export and eval keep the stored statistics.
 """
 
@@ -25,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -63,13 +63,6 @@ def standing_stats(G: nn.Module, z_dim: int, batches: int, batch_size: int,
     return G
 
 
-def draw(G: torch.nn.Module, z: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        x = torch.cat([G(z[i:i + 500]) for i in range(0, len(z), 500)])
-    return torch.clamp(torch.round((x + 1) * 127.5), 0, 255).to(torch.uint8) \
-        .permute(0, 2, 3, 1).numpy()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
@@ -81,11 +74,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
 
-    from began.seeds import z_for_seeds
+    from began.errors import BeganError
     from began.train.evaluate import Samples, evaluate
     from began.train.runs import load_run, preprocess_of
 
-    from fmnist_coverage import classifier_fid, coverage, grey_u8, load_classifier, predict
+    from fmnist_coverage import classifier_fid, coverage, draw, grey_u8, load_classifier, predict
 
     net = load_classifier(a.classifier)
     for source in a.runs:
@@ -93,16 +86,15 @@ def main() -> None:
         for weights in ("raw", "ema"):
             try:
                 snap = load_run(path, int(step) if step else None, weights)
-            except Exception as e:  # no EMA kept
+            except BeganError as e:  # no EMA kept
                 print(f"{source} {weights}: {e}", flush=True)
                 continue
-            z = torch.from_numpy(z_for_seeds(list(range(a.n)), snap.cfg.model.z_dim))
             for standing in (False, True):
                 G = snap.G
                 t = time.time()
                 if standing:
                     standing_stats(G, snap.cfg.model.z_dim, a.batches, snap.cfg.batch_size)
-                u8 = draw(G.eval(), z)
+                u8 = draw(G, snap.cfg.model.z_dim, a.n)
                 row = {"source": source, "weights": weights, "standing": standing,
                        "bn_seconds": round(time.time() - t, 1)}
                 grey = grey_u8(u8)

@@ -173,13 +173,18 @@ def samples_of(source: str, n: int, weights: str) -> np.ndarray:
 def run_samples(run: Path, step: int | None, n: int, weights: str) -> np.ndarray:
     """G of a training run on z from seeds 0..n-1 (the CLI's z for those seeds), as uint8."""
     from began.train.runs import load_run
-    from began.seeds import z_for_seeds
 
     snap = load_run(run, step=step, weights=weights)
-    G = snap.G.eval()
-    z = torch.from_numpy(z_for_seeds(list(range(n)), snap.cfg.model.z_dim))
+    return draw(snap.G, snap.cfg.model.z_dim, n)
+
+
+def draw(G: nn.Module, z_dim: int, n: int) -> np.ndarray:
+    """G (in eval mode) on z from seeds 0..n-1, the CLI's z for those seeds, as uint8."""
+    from began.seeds import z_for_seeds
+
+    z = torch.from_numpy(z_for_seeds(list(range(n)), z_dim))
     with torch.no_grad():
-        x = torch.cat([G(z[i:i + 500]) for i in range(0, n, 500)])
+        x = torch.cat([G.eval()(z[i:i + 500]) for i in range(0, n, 500)])
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -199,7 +204,8 @@ def score(sources: list[str], n: int, folder: Path, weights: str, as_json: bool)
         top = ", ".join(f"{k} {v:.1%}" for k, v in sorted(cov["hist"].items(),
                                                            key=lambda kv: -kv[1]))
         print(f"{source}: {cov['covered']}/10 classes >= 5%, KL to uniform {cov['kl']:.4f}, "
-              f"cFID {cov['cfid']:.2f} ({cov['n']} samples, {cov['seconds']} s)\n  {top}", flush=True)
+              f"cFID {cov['cfid']:.2f} ({cov['n']} samples, {cov['seconds']} s)\n  {top}",
+              flush=True)
 
 
 def main() -> None:
