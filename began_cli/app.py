@@ -9,6 +9,7 @@ and a `hint:` for errors a user can cause, and documented exit codes
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import os
 import sys
@@ -66,13 +67,28 @@ def _with_voice(verb):
     return run_verb
 
 
-def make_app():
+# name: (module under commands/, function, needs arguments). A verb that needs arguments
+# prints its help when it has none (no `error:` line); sample and info do their job without.
+VERBS = {"sample": ("sample", "sample", False), "interpolate": ("interpolate", "interpolate", True),
+         "invert": ("invert", "invert", True), "score": ("score", "score", True),
+         "info": ("info", "info", False), "train": ("train", "train", True),
+         "plot": ("plot", "plot", True), "export": ("export", "export", True),
+         "eval": ("eval", "eval_", True)}
+
+
+def _verbs(argv: list[str] | None) -> dict[str, tuple[str, str, bool]]:
+    """Only the verb the command line names is imported (each verb's imports cost up to
+    ~0.1 s, and `began sample` is the job that must start fast); every verb for the root's
+    help or a name that is not a verb, so click lists them or suggests the nearest. The
+    root's options are all flags, so the verb is the first word not starting with '-'."""
+    word = next((a for a in argv or [] if not a.startswith("-")), None)
+    return {word: VERBS[word]} if word in VERBS else VERBS
+
+
+def make_app(argv: list[str] | None = None):
     import typer
 
     _plain_flags()
-
-    from .commands import export, info, interpolate, invert, plot, sample, score, train
-    from .commands import eval as eval_cmd
 
     app = typer.Typer(
         name="began",
@@ -97,14 +113,8 @@ def make_app():
             print(f"began {__version__}")
             raise typer.Exit()
 
-    # A verb that needs arguments prints its help when it has none (no `error:` line);
-    # sample and info do their job without any.
-    verbs = [("sample", sample.sample, False), ("interpolate", interpolate.interpolate, True),
-             ("invert", invert.invert, True), ("score", score.score, True),
-             ("info", info.info, False), ("train", train.train, True),
-             ("plot", plot.plot, True), ("export", export.export, True),
-             ("eval", eval_cmd.eval_, True)]
-    for name, verb, needs_args in verbs:
+    for name, (module, func, needs_args) in _verbs(argv).items():
+        verb = getattr(importlib.import_module(f".commands.{module}", __package__), func)
         app.command(name, no_args_is_help=needs_args)(_with_voice(verb))
     return app
 
@@ -196,7 +206,7 @@ def _run(argv: list[str]) -> int:
 
     try:
         # standalone_mode=False: click returns typer.Exit's code instead of exiting.
-        rv = make_app()(args=argv, prog_name="began", standalone_mode=False)
+        rv = make_app(argv)(args=argv, prog_name="began", standalone_mode=False)
         if rv == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
             _print_error_free("interrupted")
         return rv if isinstance(rv, int) else 0

@@ -30,13 +30,14 @@ def model_dir(spec: str | Path | None) -> Path:
     return Path(env) if env else DEFAULT_MODEL
 
 
-def open_bundle(spec: str | Path | None) -> Bundle:
-    """The verified bundle for --model / $BEGAN_MODEL / the embedded default."""
+def open_bundle(spec: str | Path | None, verify: bool = True) -> Bundle:
+    """The bundle for --model / $BEGAN_MODEL / the embedded default: its manifest checked,
+    every file present with the size it lists, and (verify) every file's sha256."""
     root = model_dir(spec)
     if root == DEFAULT_MODEL and not (root / "manifest.json").exists():
         raise BundleError("this installation has no embedded default model",
                           "pass --model DIR (a folder from `began export`)")
-    return load_bundle(root)
+    return load_bundle(root, verify=verify)
 
 
 class Model:
@@ -53,9 +54,16 @@ class Model:
         self._probed: set[str] = set()
 
     @classmethod
-    def open(cls, spec: str | Path | None, device: str = "auto", precision: str = "auto"
-             ) -> "Model":
-        return cls(open_bundle(spec), resolve(device), precision)
+    def open(cls, spec: str | Path | None, device: str = "auto", precision: str = "auto",
+             graphs: tuple[str, ...] | None = None) -> "Model":
+        """graphs=None: every file of the bundle is hashed now. graphs named: only those,
+        as their sessions are made here, before any work (a session is always built from
+        bytes hashed as they are read). `began sample` needs the generator alone, and
+        hashing the other 45 MB of the embedded model would cost it ~50 ms a start."""
+        m = cls(open_bundle(spec, verify=graphs is None), resolve(device), precision)
+        for graph in graphs or ():
+            m._session(graph)
+        return m
 
     @property
     def resolution(self) -> int:

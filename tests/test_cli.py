@@ -7,6 +7,7 @@ errors go through `began.app.run`, the entry point that maps exceptions to exit 
 Every test uses the session's `tiny_bundle` (16x16, N_z 16) as the model.
 """
 
+import ast
 import errno
 import io
 import json
@@ -417,6 +418,25 @@ def test_fatal_tampered_bundle(capsys, tiny_bundle, tmp_path):
         assert "generator.onnx" in msg and "sha256" in msg and "re-export" in hint
         assert out == ""
     assert listing(out_dir) == set()
+
+
+def test_sample_hashes_the_generator_only_and_info_every_file(capsys, tiny_bundle, images,
+                                                            tmp_path):
+    """`began sample` runs the generator alone, so a damaged graph it never opens does not
+    stop it (hashing all of the embedded model would cost each start ~50 ms); `info`, the
+    command that inspects a model, and a verb that runs that graph still refuse it."""
+    b = bundle_copy(tiny_bundle, tmp_path)
+    data = bytearray((b / "encoder.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (b / "encoder.onnx").write_bytes(bytes(data))
+    code, out, err = cli(capsys, "sample", "-n", 2, "--out", tmp_path / "g.png", "-m", b)
+    assert code == 0, err
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG_SIGNATURE)
+    for args in (["info"], ["invert", images[0], "--outdir", tmp_path / "inv"]):
+        code, out, err = cli(capsys, *args, "--model", b)
+        msg, hint = assert_error(code, err, 1)
+        assert "encoder.onnx" in msg and "sha256" in msg and "re-export" in hint
+    assert not (tmp_path / "inv").exists()
 
 
 def test_fatal_bundle_without_encoder(capsys, tiny_bundle, images, tmp_path):
@@ -879,6 +899,41 @@ def test_cli_never_imports_torch(tiny_bundle, tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout == "ok\n" and p.stderr == ""
     assert listing(tmp_path) == {"g.png"}
+
+
+def test_began_sample_loads_only_its_own_verb_and_no_pydantic(tiny_bundle, tmp_path):
+    """The job that must start fast imports its own command module and none of the other
+    verbs' (nor pydantic, which typer 0.29 would pull into every start: pyproject.toml)."""
+    code = (
+        "import sys\n"
+        "import began.app\n"
+        f"rc = began.app.run(['sample', '-n', '2', '--out', {str(tmp_path / 'g.png')!r},\n"
+        f"                    '--model', {str(tiny_bundle)!r}, '-q'])\n"
+        "assert rc == 0, rc\n"
+        "print(sorted(m for m in sys.modules if m.startswith('began.commands.')\n"
+        "             or m.split('.')[0] == 'pydantic'))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    from began.app import VERBS
+
+    loaded = set(ast.literal_eval(p.stdout))
+    assert "began.commands.sample" in loaded
+    assert not loaded & {f"began.commands.{m}" for m, _, _ in VERBS.values() if m != "sample"}
+    assert not any(m.startswith("pydantic") for m in loaded), loaded
+
+
+def test_the_roots_help_lists_every_verb_and_a_misspelt_verb_is_a_usage_error(capsys):
+    from began.app import VERBS
+
+    code, out, err = cli(capsys, "--help")
+    assert code == 0, err
+    listed = {line.split()[1] for line in out.splitlines() if line.startswith("│ ")}
+    assert set(VERBS) <= listed, out
+    code, out, err = cli(capsys, "-q", "smaple", "-n", 2)
+    msg, hint = assert_error(code, err, 2)
+    assert "smaple" in msg and hint == "see 'began --help'"
+    assert out == ""
 
 
 def test_io_binding_path_gives_the_same_outputs(tiny_bundle):

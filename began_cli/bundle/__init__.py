@@ -20,7 +20,8 @@ every file is a regular file inside the folder (no FIFO, device, or symlink out)
 of the size the manifest declares and under fixed bounds; every manifest field
 the CLI uses has the right type and a sane range. Then every file's sha256 is
 verified, and graphs are later handed to onnxruntime as the very bytes that
-were verified (model.py also checks their declared shapes).
+were verified (model.py also checks their declared shapes). `began sample`
+hashes only the generator, the one file it reads (Model.open's `graphs`).
 """
 
 from .folder import (Bundle, file_entry, load_bundle, manifest_head, open_regular,

@@ -35,12 +35,13 @@ BatchOpt = Annotated[Optional[int], typer.Option(
     help="Images per onnxruntime call \\[default: 1024 on CUDA, 64 on the CPU].")]
 
 
-def open_model(model, device: str, precision: str, out):
-    """Load and verify the bundle; with -v, say which provider runs (on stderr)."""
+def open_model(model, device: str, precision: str, out, graphs: tuple[str, ...] | None = None):
+    """Load and verify the bundle (only `graphs`, opened now, when named: see Model.open);
+    with -v, say which provider runs (on stderr)."""
     from began import voice
     from began.model import Model
 
-    m = Model.open(model, device=device, precision=precision)
+    m = Model.open(model, device=device, precision=precision, graphs=graphs)
     if voice.verbose():
         p = m.provider
         out.say(f"provider: {p.name}" + (f" ({p.reason})" if p.kind == "cpu" else ""))

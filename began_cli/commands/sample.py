@@ -130,7 +130,7 @@ def sample(
     if outdir is None and not targets.check(target):  # refused: before the model loads
         o.say(f"kept existing {target}")
         return
-    m = open_model(model, device, precision, o)
+    m = open_model(model, device, precision, o, graphs=("generator",))
     bs = batch_size(batch, m)
     if outdir is not None:
         _write_files(m, seed_list, outdir, fmt, truncation, bs, targets, o, scale, resample)
