@@ -52,6 +52,8 @@ class ModelConfig(JsonConfig):
                              "(BatchNorm G, tiny auto-encoder D with a linear code: the small-"
                              "compute BEGANs that cover all of Fashion-MNIST, models/small.py)")
     fc_dim: int = opt(1024, "small: width of G's first fully connected layer")
+    g_batchnorm: bool = opt(True, "small: BatchNorm in G (--no-g-batchnorm: none, as in the "
+                                  "paper's G; an ablation of what carries coverage)")
     grey: bool = opt(False, "grey images (Fashion-MNIST, scans): the data is converted to grey "
                             "when decoded, and G and D's decoder draw one channel, shown as "
                             "RGB with R = G = B (no colour noise for D to chase or FID to see)")
@@ -66,12 +68,15 @@ class ModelConfig(JsonConfig):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("skip", "vanishing_residual", "out_tanh", "grey"):
+        for name in ("skip", "vanishing_residual", "out_tanh", "grey", "g_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.arch == "small" and (self.skip or self.vanishing_residual):
             raise ValueError("skip connections and vanishing residuals are paper-arch options "
                              "(the small networks have neither)")
+        if self.arch == "paper" and not self.g_batchnorm:
+            raise ValueError("the paper's G has no BatchNorm to remove (--no-g-batchnorm is a "
+                             "small-arch option)")
 
     @property
     def out_channels(self) -> int:

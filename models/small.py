@@ -6,7 +6,8 @@ networks, not the paper's (InfoGAN's G, a tiny auto-encoder D; see
 
 - G: fc N_z -> fc_dim, fc -> 2n x 8 x 8 (each BatchNorm + ReLU), then per x2 upsampling a
   4x4 stride-2 transposed conv halving the channels (BatchNorm + ReLU), the last one to
-  C channels, then tanh.
+  C channels, then tanh. `--no-g-batchnorm` drops G's BatchNorm (an ablation toward
+  the paper's G, which has none).
 - D's encoder: 4x4 stride-2 convs + ReLU (n, 2n, ... channels) down to 16x16 (8x8 at 16 px),
   then a *linear* layer to the code h (N_h values).
 - D's decoder: fc h -> (channels) x 16 x 16 (BatchNorm + ReLU), then 4x4 stride-2
@@ -31,9 +32,15 @@ def down_steps(cfg: ModelConfig) -> int:
     return max(1, cfg.n_scales - 2)
 
 
-def _up(cin: int, cout: int, last: bool) -> list[nn.Module]:
+def _up(cin: int, cout: int, last: bool, bn: bool = True) -> list[nn.Module]:
     conv = nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
-    return [conv, nn.Tanh()] if last else [conv, nn.BatchNorm2d(cout), nn.ReLU()]
+    if last:
+        return [conv, nn.Tanh()]
+    return [conv, nn.BatchNorm2d(cout), nn.ReLU()] if bn else [conv, nn.ReLU()]
+
+
+def _fc(cin: int, cout: int, bn: bool) -> list[nn.Module]:
+    return [nn.Linear(cin, cout), *([nn.BatchNorm1d(cout)] if bn else []), nn.ReLU()]
 
 
 class SmallGenerator(_CarryMixin):
@@ -44,15 +51,15 @@ class SmallGenerator(_CarryMixin):
         self.cfg = cfg
         self._init_carry(cfg)  # no residuals here: the buffer keeps the shared interface
         self.c0 = 2 * cfg.n
-        self.fc = nn.Sequential(
-            nn.Linear(in_dim or cfg.z_dim, cfg.fc_dim), nn.BatchNorm1d(cfg.fc_dim), nn.ReLU(),
-            nn.Linear(cfg.fc_dim, self.c0 * 64), nn.BatchNorm1d(self.c0 * 64), nn.ReLU())
+        bn = cfg.g_batchnorm
+        self.fc = nn.Sequential(*_fc(in_dim or cfg.z_dim, cfg.fc_dim, bn),
+                                *_fc(cfg.fc_dim, self.c0 * 64, bn))
         layers: list[nn.Module] = []
         c, ups = self.c0, cfg.n_scales - 1
         for i in range(ups):
             last = i == ups - 1
             cout = cfg.out_channels if last else max(c // 2, 8)
-            layers += _up(c, cout, last)
+            layers += _up(c, cout, last, bn)
             c = cout
         self.up = nn.Sequential(*layers)
 

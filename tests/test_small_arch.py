@@ -2,6 +2,8 @@
 downstream of it: training with resume, EMA of its statistics, export parity, the
 hand-written inversion gradient, sampling and inversion from the bundle."""
 
+import dataclasses
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -48,8 +50,23 @@ def test_the_layers_of_the_recipe():
     assert out.abs().max() < 1
 
 
+def test_g_without_batchnorm_keeps_d_and_the_rest():
+    """--no-g-batchnorm (an ablation toward the paper's G) drops every BatchNorm of G and
+    only G's: same widths, D untouched, and an image does not depend on its batch even in
+    train mode (nothing mixes the batch)."""
+    G, D = build(dataclasses.replace(CFG, g_batchnorm=False))
+    assert _kinds(G) == ["Linear", "ReLU", "Linear", "ReLU", "ConvTranspose2d", "ReLU",
+                         "ConvTranspose2d", "Tanh"]
+    assert _kinds(D) == _kinds(build(CFG)[1])
+    G.train()
+    z = torch.rand(8, 6) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(G(z)[:2], G(z[:2]), atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [dict(arch="dcgan"), dict(arch="small", skip=True),
-                                 dict(arch="small", vanishing_residual=True), dict(fc_dim=0)])
+                                 dict(arch="small", vanishing_residual=True), dict(fc_dim=0),
+                                 dict(g_batchnorm=False), dict(arch="small", g_batchnorm=0)])
 def test_config_refuses_what_the_small_networks_lack(bad):
     with pytest.raises(ValueError):
         ModelConfig(**{"resolution": 32, **bad})
@@ -99,9 +116,10 @@ def test_ema_averages_batchnorm_statistics():
     assert int(ema.model.fc[1].num_batches_tracked) == int(G.fc[1].num_batches_tracked)
 
 
-@pytest.mark.parametrize("res", [16, 32, 64])
-def test_inversion_gradient_matches_autograd(res):
-    cfg = ModelConfig(resolution=res, n=8, z_dim=6, h_dim=5, arch="small", fc_dim=32)
+@pytest.mark.parametrize("res,bn", [(16, True), (32, True), (64, True), (32, False)])
+def test_inversion_gradient_matches_autograd(res, bn):
+    cfg = ModelConfig(resolution=res, n=8, z_dim=6, h_dim=5, arch="small", fc_dim=32,
+                      g_batchnorm=bn)
     torch.manual_seed(res)
     G = build(cfg)[0].train()
     for _ in range(3):
@@ -181,6 +199,26 @@ def test_export_sample_and_invert(small_run, tmp_path):
     inv = m.invert(images, refine=5)
     assert inv.z.shape == (4, zd) and np.isfinite(inv.l1).all()
     assert run(["sample", "--model", str(out), "-n", "4", "--out", str(tmp_path / "g.png")]) == 0
+
+
+def test_a_g_without_batchnorm_trains_exports_and_matches(image_folder, tmp_path):
+    from began.app import run
+    from began.train.runs import load_run
+
+    out = tmp_path / "nobn"
+    assert train(image_folder, out, "--steps", 6, "--no-g-batchnorm") == 0
+    snap = load_run(out)
+    assert not snap.cfg.model.g_batchnorm
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in snap.G.modules())
+    bundle = tmp_path / "bundle"
+    assert run(["export", str(out), "--out", str(bundle), "--fit-steps", "5", "--device",
+                "cpu", "-q"]) == 0
+    z = np.random.default_rng(1).uniform(-1, 1, (5, snap.cfg.model.z_dim)).astype(np.float32)
+    sess = ort.InferenceSession(str(bundle / "generator.onnx"),
+                                providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = snap.G(torch.from_numpy(z)).numpy()
+    assert np.abs(sess.run(None, {"z": z})[0] - want).max() < 1e-4
 
 
 def test_the_fast_step_falls_back_for_the_small_networks():
