@@ -12,6 +12,7 @@ import functools
 import importlib
 import inspect
 import os
+import signal
 import sys
 
 from . import __version__, voice
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"began {__version__}")
         return 0
     code = run(argv)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and hasattr(signal, "SIGINT"):
+        # The command has stopped and cleaned up; a second Ctrl-C landing in the
+        # interpreter's own exit (torch's atexit finalizers) would only print a traceback
+        # there. SIGTERM still ends a stuck exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if sys.stdout is not None:
             sys.stdout.flush()

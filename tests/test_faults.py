@@ -236,6 +236,26 @@ def _start_decode(folder, tmp_path, name):
     return proc, cache
 
 
+SLOW_EXIT_CHILD = """
+import atexit, sys, time
+import began.app
+atexit.register(lambda: (print("exiting", flush=True), time.sleep(3)))  # a slow teardown
+began.app.run = lambda argv: 130  # a command that a first Ctrl-C has stopped
+sys.exit(began.app.main(["sample"]))
+"""
+
+
+def test_a_second_ctrl_c_while_the_interpreter_exits_prints_no_traceback():
+    """What 'ctrl-c twice' below hits now and then on a loaded machine: the second Ctrl-C
+    lands in atexit callbacks (torch's finalizers) after the command has stopped."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EXIT_CHILD], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "exiting\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "", err
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "ctrl-c", "ctrl-c", "ctrl-c", "ctrl-c twice",
                                  "sigterm", "sigterm"])
 def test_signals_during_first_decode_never_hang_or_leave_anything(big_folder, tmp_path, how):
