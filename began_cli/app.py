@@ -68,16 +68,15 @@ def _with_voice(verb):
     return run_verb
 
 
-# name: (module under commands/, function, needs arguments). A verb that needs arguments
+# name: (function in commands/<name>.py, needs arguments). A verb that needs arguments
 # prints its help when it has none (no `error:` line); sample and info do their job without.
-VERBS = {"sample": ("sample", "sample", False), "interpolate": ("interpolate", "interpolate", True),
-         "invert": ("invert", "invert", True), "score": ("score", "score", True),
-         "info": ("info", "info", False), "train": ("train", "train", True),
-         "plot": ("plot", "plot", True), "export": ("export", "export", True),
-         "eval": ("eval", "eval_", True)}
+VERBS = {"sample": ("sample", False), "interpolate": ("interpolate", True),
+         "invert": ("invert", True), "score": ("score", True), "info": ("info", False),
+         "train": ("train", True), "plot": ("plot", True), "export": ("export", True),
+         "eval": ("eval_", True)}
 
 
-def _verbs(argv: list[str] | None) -> dict[str, tuple[str, str, bool]]:
+def _verbs(argv: list[str] | None) -> dict[str, tuple[str, bool]]:
     """Only the verb the command line names is imported (each verb's imports cost up to
     ~0.1 s, and `began sample` is the job that must start fast); every verb for the root's
     help or a name that is not a verb, so click lists them or suggests the nearest. The
@@ -114,8 +113,8 @@ def make_app(argv: list[str] | None = None):
             print(f"began {__version__}")
             raise typer.Exit()
 
-    for name, (module, func, needs_args) in _verbs(argv).items():
-        verb = getattr(importlib.import_module(f".commands.{module}", __package__), func)
+    for name, (func, needs_args) in _verbs(argv).items():
+        verb = getattr(importlib.import_module(f".commands.{name}", __package__), func)
         app.command(name, no_args_is_help=needs_args)(_with_voice(verb))
     return app
 
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"began {__version__}")
         return 0
     code = run(argv)
-    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and hasattr(signal, "SIGINT"):
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         # The command has stopped and cleaned up; a second Ctrl-C landing in the
         # interpreter's own exit (torch's atexit finalizers) would only print a traceback
         # there. SIGTERM still ends a stuck exit.

@@ -97,7 +97,7 @@ class SmallDecoder(_CarryMixin):
         steps = down_steps(cfg)
         self.c, self.side = cfg.n << (steps - 1), cfg.resolution >> steps
         width = self.c * self.side * self.side
-        self.fc = nn.Sequential(nn.Linear(in_dim, width), nn.BatchNorm1d(width), nn.ReLU())
+        self.fc = nn.Sequential(*_fc(in_dim, width, bn=True))
         layers: list[nn.Module] = []
         c = self.c
         for i in range(steps):

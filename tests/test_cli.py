@@ -916,7 +916,7 @@ def test_began_sample_loads_only_its_own_verb_and_no_pydantic(tiny_bundle, tmp_p
 
     loaded = modules_after_sample(tiny_bundle, tmp_path / "g.png")
     assert "began.commands.sample" in loaded
-    assert not loaded & {f"began.commands.{m}" for m, _, _ in VERBS.values() if m != "sample"}
+    assert not loaded & {f"began.commands.{v}" for v in VERBS if v != "sample"}
     assert not any(m.split(".")[0] == "pydantic" for m in loaded)
 
 
