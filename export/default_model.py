@@ -1,7 +1,7 @@
 """Build the model embedded in the package (began_cli/default_model/) from a run.
 
     python -m began.export.default_model RUN_DIR --test-data DIR [--step N|best]
-        [--data fmnist|noto-emoji] [--eval-n 2000]
+        [--weights auto|ema|raw] [--data fmnist|noto-emoji] [--eval-n 2000]
 
 Exports the run (fp32 graphs only: the embedded model is small and must be
 small to ship), writes a sample grid, scores it against held-out images and
@@ -35,7 +35,7 @@ DATA = {
         folder="fmnist/train", licence="Fashion-MNIST (MIT)",
         about="""Fashion-MNIST (Xiao, Rasul & Vollgraf 2017; MIT licence), the 60,000 training
 images from Debian's `dataset-fashion-mnist` package, written as PNGs by
-`bench/quality/fashion_mnist_pngs.py`: 28x28 grey, converted to RGB and resized to
+`bench/quality/fashion_mnist_pngs.py`: 28x28 grey, {colour} and resized to
 {res}x{res} with Lanczos. Scored against the 10,000 test images, which training never saw."""),
     "noto-emoji": dict(
         folder="noto-emoji", licence="Noto Emoji's images (Apache-2.0)",
@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--step", help="N or best (default: the newest)")
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--encoder", default="fit")
+    ap.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
+                    help="G's weights, as `began export --weights` takes them")
     ap.add_argument("--data", choices=sorted(DATA), default="fmnist",
                     help="what the card says the run was trained on")
     ap.add_argument("--classifier", type=Path, default=Path("runs/fmnist_classifier"),
@@ -74,6 +76,7 @@ def main() -> None:
     step = ["--step", str(args.step)] if args.step else []
     manifest = json.loads(began("export", str(args.run), "--out", str(out), "--no-fp16",
                                 "--overwrite", "--device", "cpu", "--encoder", args.encoder,
+                                "--weights", args.weights,
                                 "--fit-time", "0",  # no time budget: the same fit anywhere
                                 "--json", "-q", *step))
     model = ["--model", str(out), "--device", "cpu"]
@@ -191,7 +194,7 @@ blurry at 32x32 (see the assessment below). Use `--model DIR` for your own.
 ![64 samples, seeds 0-63](samples.png)
 
 ## Data
-{data['about'].format(res=m['model']['resolution'])}
+{data['about'].format(res=m['model']['resolution'], colour=_colour(m))}
 
 ## Training
 - Command: `began train {data['folder']} --out RUN {_flags(cfg)} --device cpu`, exported at
@@ -230,6 +233,11 @@ ASSESSMENT
 The weights are derived from {data['licence']}; they are distributed under this project's
 licence (Apache-2.0).
 """
+
+
+def _colour(m: dict) -> str:
+    return ("kept grey (`--grey`: one channel)" if m["model"].get("grey")
+            else "converted to RGB")
 
 
 def _div(d: dict) -> str:
