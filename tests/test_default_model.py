@@ -64,3 +64,15 @@ def test_the_readme_states_the_shipped_models_figures():
     # the hand-written assessment
     assert f"(KL {cov['kl']:.3f}; the goal was 0.03)" in card
     assert f"FID {ev['fid']:.0f} at {ev['samples']:,} against {ev['reference']['used']:,}" in card
+
+
+def test_the_cards_data_section_is_what_the_build_script_writes():
+    """The card's description of the data comes from export/default_model.py for the shipped
+    manifest (a grey model must not be described as trained on RGB images)."""
+    from began.export.default_model import DATA, _colour
+
+    m = load_bundle(DEFAULT_MODEL).manifest
+    card = (DEFAULT_MODEL / "MODEL_CARD.md").read_text()
+    about = DATA["fmnist"]["about"].format(res=m["model"]["resolution"], colour=_colour(m))
+    assert about in card
+    assert ("kept grey" in about) == bool(m["model"].get("grey"))
