@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 def train(name: str, flags: list[str], a) -> tuple[int, float]:
     """Train (or resume) one run; returns (exit code, minutes)."""
-    cmd = ["began", "train", str(a.data), "--out", str(a.out / name), *flags, "--threads", "1",
+    cmd = [sys.executable, "-m", "began", "train", str(a.data), "--out", str(a.out / name), *flags, "--threads", "1",
            "--device", "cpu", "--ckpt-every", str(a.every), "--keep", "100", "--no-progress"]
     t = time.time()
     with open(a.out / f"{name}.log", "a") as log:
@@ -60,7 +60,7 @@ def score_run(run: Path, a) -> dict[str, dict]:
     net = fc.load_classifier(a.classifier) if a.classes else None
     bins = None if a.classes else _bins(a, run)
     for step in checkpoint_steps(run):
-        u8 = fc.run_samples(run, step, a.n, "auto")
+        u8 = fc.run_samples(run, step, a.n, a.weights)
         if net is not None:
             grey = fc.grey_u8(u8)
             cov = fc.coverage(fc.predict(net, grey))
@@ -103,6 +103,15 @@ def one(name: str, flags: list[str], a) -> dict | None:
     return row
 
 
+def pending(grid: dict, results: Path) -> list[tuple[str, list[str]]]:
+    """(run name, flags) of every (setting, seed) of the grid without a line in results."""
+    done = {json.loads(ln)["run"] for ln in results.read_text().splitlines()
+            if ln.strip()} if results.exists() else set()
+    return [(f"{name}-s{seed}", [*grid["base"], *extra, "--seed", str(seed)])
+            for name, extra in grid["settings"].items() for seed in grid["seeds"]
+            if f"{name}-s{seed}" not in done]
+
+
 def summary(results: Path) -> None:
     if not results.is_file():
         sys.exit(f"no results yet: {results}")
@@ -111,10 +120,12 @@ def summary(results: Path) -> None:
     for r in rows:
         by_setting.setdefault(r["run"].rsplit("-s", 1)[0], []).append(r)
     for setting, runs in sorted(by_setting.items()):
-        steps = sorted({int(s) for r in runs for s in r["scores"]})
+        # A rate needs every seed: steps only some runs have (an interrupted run's resume
+        # point is a checkpoint too) are left out.
+        steps = sorted(set.intersection(*({int(s) for s in r["scores"]} for r in runs)))
         print(f"{setting} ({len(runs)} seeds; flags {' '.join(runs[0]['flags'])})")
         for step in steps:
-            at = [r["scores"][str(step)] for r in runs if str(step) in r["scores"]]
+            at = [r["scores"][str(step)] for r in runs]
             if "covered" in at[0]:
                 full = sum(s["covered"] == 10 for s in at)
                 print(f"  step {step:>6}: 10/10 classes in {full} of {len(at)}; classes "
@@ -138,19 +149,16 @@ def main() -> None:
     ap.add_argument("--classes", action="store_true",
                     help="Fashion-MNIST: score by the classifier, not by NDB")
     ap.add_argument("--classifier", type=Path, default=Path("runs/fmnist_classifier"))
+    ap.add_argument("--weights", choices=["auto", "raw", "ema"], default="auto",
+                    help="G to score: auto = the EMA of G where the run kept one")
     ap.add_argument("--summary", action="store_true")
     a = ap.parse_args()
     results = a.out / "results.jsonl"
     if a.summary:
         summary(results)
         return
-    grid = json.loads(a.grid.read_text())
     a.out.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(ln)["run"] for ln in results.read_text().splitlines()
-            if ln.strip()} if results.exists() else set()
-    todo = [(f"{name}-s{seed}", [*grid["base"], *extra, "--seed", str(seed)])
-            for name, extra in grid["settings"].items() for seed in grid["seeds"]
-            if f"{name}-s{seed}" not in done]
+    todo = pending(json.loads(a.grid.read_text()), results)
     with ThreadPoolExecutor(a.jobs) as pool:
         for row in pool.map(lambda t: one(*t, a), todo):
             if row is not None:
