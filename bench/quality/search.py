@@ -123,7 +123,8 @@ def summary(results: Path) -> None:
         # A rate needs every seed: steps only some runs have (an interrupted run's resume
         # point is a checkpoint too) are left out.
         steps = sorted(set.intersection(*({int(s) for s in r["scores"]} for r in runs)))
-        print(f"{setting} ({len(runs)} seeds; flags {' '.join(runs[0]['flags'])})")
+        flags = runs[0]["flags"][:-2]  # the last two are this run's --seed N
+        print(f"{setting} ({len(runs)} seeds; flags {' '.join(flags)})")
         for step in steps:
             at = [r["scores"][str(step)] for r in runs]
             if "covered" in at[0]:
