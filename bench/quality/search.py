@@ -37,8 +37,9 @@ sys.path.insert(0, str(HERE))
 
 def train(name: str, flags: list[str], a) -> tuple[int, float]:
     """Train (or resume) one run; returns (exit code, minutes)."""
-    cmd = [sys.executable, "-m", "began", "train", str(a.data), "--out", str(a.out / name), *flags, "--threads", "1",
-           "--device", "cpu", "--ckpt-every", str(a.every), "--keep", "100", "--no-progress"]
+    cmd = [sys.executable, "-m", "began", "train", str(a.data), "--out", str(a.out / name),
+           *flags, "--threads", "1", "--device", "cpu", "--ckpt-every", str(a.every),
+           "--keep", "100", "--no-progress"]
     t = time.time()
     with open(a.out / f"{name}.log", "a") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=log,
