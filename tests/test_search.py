@@ -43,7 +43,8 @@ def test_summary_gives_rates_at_the_steps_every_seed_has(tmp_path, capsys):
     _write(results, [
         # seed 0 was interrupted at 1,018 and resumed: that checkpoint is no step of the rate
         {"run": "g-s0", "flags": ["--gamma", "0.5", "--seed", "0"],
-         "scores": {"1000": at(7, 0.30, 300.0), "1018": at(8, 0.2, 290.0), "2000": at(10, 0.03, 150.0)}},
+         "scores": {"1000": at(7, 0.30, 300.0), "1018": at(8, 0.2, 290.0),
+                    "2000": at(10, 0.03, 150.0)}},
         {"run": "g-s1", "flags": ["--gamma", "0.5", "--seed", "1"],
          "scores": {"1000": at(6, 0.50, 320.0), "2000": at(9, 0.05, 170.0)}},
         {"run": "g-s2", "flags": ["--gamma", "0.5", "--seed", "2"],
