@@ -104,10 +104,13 @@ def one(name: str, flags: list[str], a) -> dict | None:
     return row
 
 
+def rows(results: Path) -> list[dict]:
+    return [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
+
+
 def pending(grid: dict, results: Path) -> list[tuple[str, list[str]]]:
     """(run name, flags) of every (setting, seed) of the grid without a line in results."""
-    done = {json.loads(ln)["run"] for ln in results.read_text().splitlines()
-            if ln.strip()} if results.exists() else set()
+    done = {r["run"] for r in rows(results)} if results.exists() else set()
     return [(f"{name}-s{seed}", [*grid["base"], *extra, "--seed", str(seed)])
             for name, extra in grid["settings"].items() for seed in grid["seeds"]
             if f"{name}-s{seed}" not in done]
@@ -116,9 +119,8 @@ def pending(grid: dict, results: Path) -> list[tuple[str, list[str]]]:
 def summary(results: Path) -> None:
     if not results.is_file():
         sys.exit(f"no results yet: {results}")
-    rows = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
     by_setting: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in rows(results):
         by_setting.setdefault(r["run"].rsplit("-s", 1)[0], []).append(r)
     for setting, runs in sorted(by_setting.items()):
         # A rate needs every seed: steps only some runs have (an interrupted run's resume
