@@ -61,3 +61,12 @@ def test_schedule_state_round_trips_through_json():
     assert r == s
     assert [r.observe(0.7), s.observe(0.7)] == [False, False]
     assert r == s
+
+
+def test_anneal_falls_linearly_to_the_floor_and_stays():
+    from began.train.controller import annealed
+
+    lrs = [annealed(2e-4, s, 10, 4, 2e-5) for s in (0, 10, 11, 12, 14, 100)]
+    assert lrs == pytest.approx([2e-4, 2e-4, 1.55e-4, 1.1e-4, 2e-5, 2e-5])
+    assert annealed(2e-4, 50, 10, 0, 2e-5) == 2e-4  # 0 steps: off
+    assert annealed(1e-5, 50, 10, 4, 2e-5) == 1e-5  # already under the floor: left alone

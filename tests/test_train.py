@@ -298,3 +298,30 @@ def test_resumes_a_checkpoint_that_logged_fewer_terms(image_folder, straight_run
     for key in t_ref:
         assert torch.equal(t_new[key], t_ref[key]), key
     assert s_new["meter_keys"] == keys
+
+
+def test_lr_anneal_is_logged_and_may_be_added_only_ahead_of_the_checkpoint(
+        image_folder, straight_run, tmp_path, capsys):
+    anneal = ["--lr-anneal-start", 12, "--lr-anneal-steps", 4]  # to the floor, 2e-5
+    # The lr falls linearly from 12 to 16 and is held at the floor after.
+    out = tmp_path / "annealed"
+    assert train(image_folder, out, *BUSY, "--lr-decay", 1.0, "--steps", 20, *anneal) == 0
+    lr = {r["step"]: r["lr_g"] for r in stats(out)}  # the lr of the step after each row
+    assert lr[12] == pytest.approx(1e-4) and lr[18] == pytest.approx(2e-5)
+    assert lr[15] == pytest.approx(1e-4 - 0.75 * 8e-5)
+    # Added on resume at the checkpoint's step or later, it is the same run as one
+    # annealed from the start; anywhere earlier it would rewrite steps already taken.
+    late = tmp_path / "late"
+    assert train(image_folder, late, *BUSY, "--lr-decay", 1.0, "--steps", 10) == 0
+    shutil.copytree(late, tmp_path / "early")
+    assert train(image_folder, late, *BUSY, "--lr-decay", 1.0, "--steps", 20, *anneal) == 0
+    assert_same_state(final_state(late, 20), final_state(out, 20))
+    capsys.readouterr()
+    early = ["--lr-anneal-start", 5, "--lr-anneal-steps", 4]
+    assert train(image_folder, tmp_path / "early", *BUSY, "--lr-decay", 1.0, "--steps", 20,
+                 *early) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("error: ") and "(0, 0) cannot become (5, 4)" in err[-2]
+    assert err[-1].startswith("hint: ") and "step 10 or later" in err[-1]
+    assert max(p.name for p in (tmp_path / "early" / "checkpoints").iterdir()
+               if p.name != "ckpt-best.safetensors") == "ckpt-00000010.safetensors"

@@ -67,6 +67,10 @@ class TrainConfig(JsonConfig):
     lr_decay: float = opt(0.5, "factor applied to both lrs when M_global stalls")
     lr_floor: float = opt(2e-5, "the lrs never decay below this (runs collapse late when the "
                                 "lr gets too small)")
+    lr_anneal_start: int = opt(0, "from this step on, both lrs fall linearly to --lr-floor over "
+                                  "--lr-anneal-steps steps (by step number, so resuming and "
+                                  "extending a run stay exact)")
+    lr_anneal_steps: int = opt(0, "length of that linear fall (0 = off)")
     lr_window: int = opt(1000, "steps averaged into one M_global value for the schedule")
     lr_patience: int = opt(5, "windows without improvement before the lr is decayed")
     lr_min_delta: float = opt(0.01, "relative improvement on the best window mean that counts "
@@ -138,6 +142,8 @@ class TrainConfig(JsonConfig):
         check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "Adam betas must be in [0, 1)")
         check(0.0 < self.lr_decay <= 1.0, f"lr_decay must be in (0, 1], got {self.lr_decay}")
         check(self.lr_floor >= 0, f"lr_floor must be >= 0, got {self.lr_floor}")
+        check(self.lr_anneal_start >= 0 and self.lr_anneal_steps >= 0,
+              "lr_anneal_start and lr_anneal_steps must be >= 0")
         check(self.lr_min_delta >= 0, f"lr_min_delta must be >= 0, got {self.lr_min_delta}")
         for name in ("lr_window", "lr_patience", "residual_steps", "log_every", "sample_every",
                      "ckpt_every", "keep", "n_samples"):
@@ -208,7 +214,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 RESUMABLE_CHANGES = frozenset(
     {"data_dir", "steps", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
      "workers", "data_on_device", "fast_step", "eval_every", "eval_samples", "eval_kid",
-     "eval_bins", "collapse_threshold", "stop_on_collapse"}
+     "eval_bins", "collapse_threshold", "stop_on_collapse",
+     # an anneal that starts after the resumed step changes only steps not yet taken;
+     # TrainState.restore refuses one that would rewrite the past
+     "lr_anneal_start", "lr_anneal_steps"}
 )
 
 

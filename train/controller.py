@@ -23,6 +23,21 @@ def m_global(loss_real: torch.Tensor, loss_fake: torch.Tensor, gamma: float) -> 
     return loss_real + torch.abs(gamma * loss_real - loss_fake)
 
 
+def annealed(lr: float, step: int, start: int, steps: int, floor: float) -> float:
+    """`lr` falling linearly to `floor` from `start` over `steps` steps, then held
+    there (a function of the step alone, so resume is exact); `steps` 0: `lr`."""
+    if steps <= 0 or step <= start:
+        return lr
+    target = min(lr, floor)  # never raises an lr the plateau schedule already took lower
+    return lr + (target - lr) * min(1.0, (step - start) / steps)
+
+
+def anneal_rewrites_past(start: int, steps: int, step: int) -> bool:
+    """Whether an anneal (start, steps) would have set a different lr for a step
+    before `step` than no anneal: a resumed run must not change one of those."""
+    return steps > 0 and start < step
+
+
 @dataclass
 class LRSchedule:
     """Decay both learning rates by `decay` when the windowed mean of M_global

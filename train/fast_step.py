@@ -39,7 +39,8 @@ SUPPORTED_TRAIN = frozenset({
     "data_dir", "crop", "background", "resample", "flip", "data_on_device", "model",
     "gamma", "lambda_k", "k_init", "k_max", "eta", "cs_alpha", "z_shared",
     "batch_size", "lr_g", "lr_d", "beta1", "beta2",
-    "lr_decay", "lr_floor", "lr_window", "lr_patience", "lr_min_delta", "residual_steps",
+    "lr_decay", "lr_floor", "lr_anneal_start", "lr_anneal_steps", "lr_window", "lr_patience",
+    "lr_min_delta", "residual_steps",
     "steps", "seed", "log_every", "sample_every", "ckpt_every", "keep", "n_samples",
     "workers", "fast_step",
     "ema_decay",  # a hook averages G after the step: the step is unchanged

@@ -125,6 +125,8 @@ def _train(cfg: TrainConfig, run: RunFolder, device: str, progress: bool | None,
     try:
         with stop, reporter:
             while state.step < cfg.steps:
+                if cfg.lr_anneal_steps:  # host floats only; the fast step syncs on change
+                    state.set_lr()
                 _one_step(state, step_fn, hooks)
                 reporter.advance(state.step)
                 at_log = state.step % cfg.log_every == 0 or state.step == cfg.steps
@@ -200,8 +202,9 @@ def _stats_row(state: TrainState, hooks: Hooks, rate: Rate) -> dict[str, Any]:
         raise BeganError(f"losses became NaN/Inf by step {state.step} ({means})",
                          "rerun the same command: it resumes from the last good checkpoint; "
                          "lower --lr-g/--lr-d if it happens again")
-    row = {"step": state.step, **means, "k": float(state.k), "lr_g": state.schedule.lr_g,
-           "lr_d": state.schedule.lr_d, "images_per_s": round(ips, 1),
+    lr_g, lr_d = state.lrs()
+    row = {"step": state.step, **means, "k": float(state.k), "lr_g": lr_g,
+           "lr_d": lr_d, "images_per_s": round(ips, 1),
            "epoch": state.batches.epoch, "steps_averaged": n_steps}
     hooks.on_log(state, row)
     return row

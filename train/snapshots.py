@@ -45,7 +45,7 @@ class Snapshots:
         self.last = self.run.last_checkpoint = path
         self.saved_step = state.step
         self.log(f"resumed from {path.name} (step {state.step}, k_t {state.k.item():.4f}, "
-                 f"lr {state.schedule.lr_g:.2e})")
+                 f"lr {state.lrs()[0]:.2e})")
         return state.step
 
     def save(self, path: Path | None = None) -> Path | None:

@@ -15,13 +15,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from began.errors import BeganError
+from began.errors import BeganError, UsageError
 from began.models import build
 
 from .batches import Batches
 from .checkpoint import optimizer_from_flat, optimizer_to_flat
 from .config import TrainConfig
-from .controller import LRSchedule
+from .controller import LRSchedule, anneal_rewrites_past, annealed
 from .distributed import Dist
 
 STAT_KEYS = ("loss_real", "loss_fake", "loss_d", "loss_cs", "m_global")
@@ -120,8 +120,14 @@ class TrainState:
         self.window_meter.add(out.m_global)
         self.step += 1
 
+    def lrs(self) -> tuple[float, float]:
+        """The (G, D) learning rates of the next step: the plateau schedule's, annealed."""
+        c = self.cfg
+        return tuple(annealed(lr, self.step, c.lr_anneal_start, c.lr_anneal_steps, c.lr_floor)
+                     for lr in (self.schedule.lr_g, self.schedule.lr_d))  # type: ignore[return-value]
+
     def set_lr(self) -> None:
-        for opt, lr in ((self.opt_g, self.schedule.lr_g), (self.opt_d, self.schedule.lr_d)):
+        for opt, lr in zip((self.opt_g, self.opt_d), self.lrs()):
             for group in opt.param_groups:
                 group["lr"] = lr
 
@@ -175,6 +181,19 @@ class TrainState:
         self.log_meter.count, self.window_meter.count = meta["meter_counts"]
         self.schedule.load_state_dict(meta["lr_schedule"])
         self.step = meta["step"]
+        self._check_anneal(meta["config"], where)
+
+    def _check_anneal(self, saved: dict[str, Any], where: str) -> None:
+        """--lr-anneal-* may change on resume only where it changes steps not yet taken."""
+        old = (saved.get("lr_anneal_start", 0), saved.get("lr_anneal_steps", 0))
+        new = (self.cfg.lr_anneal_start, self.cfg.lr_anneal_steps)
+        if old != new and (anneal_rewrites_past(*old, self.step)
+                           or anneal_rewrites_past(*new, self.step)):
+            raise UsageError(
+                f"checkpoint {where} is at step {self.step}: an lr anneal of (start, steps) "
+                f"{old} cannot become {new} without changing steps already taken",
+                f"keep --lr-anneal-start {old[0]} --lr-anneal-steps {old[1]}, or start the "
+                f"new anneal at step {self.step} or later")
 
     def digest(self) -> str:
         """sha256 of G, D and k_t: equal on every rank of a DDP run."""
