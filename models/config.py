@@ -54,6 +54,9 @@ class ModelConfig(JsonConfig):
     fc_dim: int = opt(1024, "small: width of G's first fully connected layer")
     g_batchnorm: bool = opt(True, "small: BatchNorm in G (--no-g-batchnorm: none, as in the "
                                   "paper's G; an ablation of what carries coverage)")
+    d_down: int = opt(0, "small: stride-2 convs in D's encoder (0: down to 16x16, the small-"
+                         "compute BEGANs; 2 at 32 px: down to 8x8 with n then 2n filters, "
+                         "as the D of the study that reported BEGAN's Fashion-MNIST FID 22.9)")
     grey: bool = opt(False, "grey images (Fashion-MNIST, scans): the data is converted to grey "
                             "when decoded, and G and D's decoder draw one channel, shown as "
                             "RGB with R = G = B (no colour noise for D to chase or FID to see)")
@@ -68,6 +71,12 @@ class ModelConfig(JsonConfig):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.d_down, int) and not isinstance(self.d_down, bool)
+                and 0 <= self.d_down and r >> self.d_down >= 4):
+            raise ValueError(f"d_down must be 0 (auto) or a number of stride-2 convs that "
+                             f"leaves D's features at 4x4 or more, got {self.d_down!r}")
+        if self.arch == "paper" and self.d_down:
+            raise ValueError("d_down is a small-arch option (the paper's D has its own depth)")
         for name in ("skip", "vanishing_residual", "out_tanh", "grey", "g_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")

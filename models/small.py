@@ -8,8 +8,8 @@ networks, not the paper's (InfoGAN's G, a tiny auto-encoder D; see
   4x4 stride-2 transposed conv halving the channels (BatchNorm + ReLU), the last one to
   C channels, then tanh. `--no-g-batchnorm` drops G's BatchNorm (an ablation toward
   the paper's G, which has none).
-- D's encoder: 4x4 stride-2 convs + ReLU (n, 2n, ... channels) down to 16x16 (8x8 at 16 px),
-  then a *linear* layer to the code h (N_h values).
+- D's encoder: 4x4 stride-2 convs + ReLU (n, 2n, ... channels) down to 16x16 (8x8 at 16 px;
+  `--d-down` sets how many), then a *linear* layer to the code h (N_h values).
 - D's decoder: fc h -> (channels) x 16 x 16 (BatchNorm + ReLU), then 4x4 stride-2
   transposed convs back up (BatchNorm + ReLU between), the last to C channels, then tanh.
 
@@ -28,8 +28,8 @@ from .config import CHANNELS, ModelConfig
 
 
 def down_steps(cfg: ModelConfig) -> int:
-    """D's stride-2 convs: down to 16x16 (one at 16 px)."""
-    return max(1, cfg.n_scales - 2)
+    """D's stride-2 convs: `d_down`, or by default down to 16x16 (one at 16 px)."""
+    return cfg.d_down or max(1, cfg.n_scales - 2)
 
 
 def _up(cin: int, cout: int, last: bool, bn: bool = True) -> list[nn.Module]:

@@ -24,9 +24,11 @@ def _kinds(module: nn.Module) -> list[str]:
     return [type(m).__name__ for m in module.modules() if not list(m.children())]
 
 
-@pytest.mark.parametrize("res,downs", [(16, 1), (32, 1), (64, 2), (128, 3)])
-def test_shapes_and_d_reaches_16x16(res, downs):
-    cfg = ModelConfig(resolution=res, n=8, z_dim=6, h_dim=5, arch="small", fc_dim=32)
+@pytest.mark.parametrize("res,downs,d_down", [(16, 1, 0), (32, 1, 0), (64, 2, 0), (128, 3, 0),
+                                             (32, 2, 2), (16, 2, 2), (64, 1, 1)])
+def test_shapes_and_d_reaches_16x16_or_d_down(res, downs, d_down):
+    cfg = ModelConfig(resolution=res, n=8, z_dim=6, h_dim=5, arch="small", fc_dim=32,
+                      d_down=d_down)
     G, D = build(cfg)
     assert isinstance(G, SmallGenerator) and isinstance(D.encoder, SmallEncoder)
     x = G(torch.rand(3, 6) * 2 - 1)
@@ -34,6 +36,9 @@ def test_shapes_and_d_reaches_16x16(res, downs):
     assert D(x).shape == x.shape and D.encode(x).shape == (3, 5)
     convs = [m for m in D.encoder.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == downs and all(c.stride == (2, 2) for c in convs)
+    assert [c.out_channels for c in convs] == [8 << i for i in range(downs)]  # n, 2n, ...
+    deconvs = [m for m in D.decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(deconvs) == downs  # the decoder climbs back from the same side
 
 
 def test_the_layers_of_the_recipe():
@@ -66,7 +71,9 @@ def test_g_without_batchnorm_keeps_d_and_the_rest():
 
 @pytest.mark.parametrize("bad", [dict(arch="dcgan"), dict(arch="small", skip=True),
                                  dict(arch="small", vanishing_residual=True), dict(fc_dim=0),
-                                 dict(g_batchnorm=False), dict(arch="small", g_batchnorm=0)])
+                                 dict(g_batchnorm=False), dict(arch="small", g_batchnorm=0),
+                                 dict(arch="small", d_down=4), dict(arch="small", d_down=-1),
+                                 dict(d_down=2)])
 def test_config_refuses_what_the_small_networks_lack(bad):
     with pytest.raises(ValueError):
         ModelConfig(**{"resolution": 32, **bad})
@@ -231,3 +238,25 @@ def test_the_fast_step_falls_back_for_the_small_networks():
     # BatchNorm in D: the fast step's one D pass over [real, fake] would mix their statistics
     assert not use_fast_step(cfg.replace(arch="small"), torch.device("cpu"), said.append)
     assert "model.arch='small'" in said[-1]
+
+
+def test_a_deeper_d_trains_exports_and_its_autoencoder_matches(image_folder, tmp_path):
+    """--d-down 2: two stride-2 convs in D (down to 4x4 at 16 px); export checks every
+    graph against torch, and the auto-encoder graph reproduces D here too."""
+    from began.app import run
+    from began.train.runs import load_run
+
+    out = tmp_path / "deep"
+    assert train(image_folder, out, "--steps", 6, "--d-down", 2) == 0
+    snap = load_run(out)
+    assert snap.cfg.model.d_down == 2
+    bundle = tmp_path / "bundle"
+    assert run(["export", str(out), "--out", str(bundle), "--fit-steps", "5", "--device",
+                "cpu", "-q"]) == 0
+    sess = ort.InferenceSession(str(bundle / "autoencoder.onnx"),
+                                providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad(), sampling(snap.D):
+        want = snap.D(torch.from_numpy(x)).numpy()
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.abs(got - want).max() < 1e-4
