@@ -3,6 +3,7 @@ resume (finished runs are skipped) and its rates are what the quality log's tabl
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,9 @@ def test_summary_gives_rates_at_the_steps_every_seed_has(tmp_path, capsys):
         {"run": "g-s2", "flags": ["--gamma", "0.5", "--seed", "2"],
          "scores": {"1000": at(8, 0.20, 280.0), "2000": at(10, 0.02, 140.0)}},
     ])
+    inc = [{"step": 2000, "fid": f, "kid": 0.03, "precision": 0.4, "recall": 0.1}
+           for f in (70.0, 64.0, 66.5)]
+    _write(results, [{**r, "inception": i} for r, i in zip(search_rows(results), inc)])
     _search().summary(results)
     out = capsys.readouterr().out
     assert "g (3 seeds; flags --gamma 0.5)" in out
@@ -58,6 +62,12 @@ def test_summary_gives_rates_at_the_steps_every_seed_has(tmp_path, capsys):
     assert ("step   2000: 10/10 classes in 2 of 3; classes [10, 9, 10]; median KL 0.030; "
             "median cFID 150.00") in out
     assert "1018" not in out
+    assert ("Inception FID per seed [70.0, 64.0, 66.5] at steps [2000, 2000, 2000]; "
+            "median 66.50") in out
+
+
+def search_rows(results: Path) -> list[dict]:
+    return _search().rows(results)
 
 
 def test_a_search_trains_scores_every_checkpoint_and_a_rerun_trains_nothing(tmp_path):
@@ -67,8 +77,9 @@ def test_a_search_trains_scores_every_checkpoint_and_a_rerun_trains_nothing(tmp_
     grid.write_text(json.dumps({"base": ["--preset", "smoke", "--steps", "20"], "seeds": [0],
                                 "settings": {"smoke": []}}))
     cmd = [sys.executable, str(SCRIPT), str(grid), "--data", str(data), "--out", str(out),
-           "--every", "10", "-n", "64"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+           "--every", "10", "-n", "64", "--fid", str(data)]
+    env = {**os.environ, "BEGAN_CACHE_DIR": str(tmp_path / "cache")}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stderr
     rows = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
     assert [r["run"] for r in rows] == ["smoke-s0"]
@@ -78,10 +89,12 @@ def test_a_search_trains_scores_every_checkpoint_and_a_rerun_trains_nothing(tmp_
     for s in scores.values():
         assert s["bins"] == 50 and 1 <= s["filled"] <= 50 and 0 <= s["ndb"] <= 50
         assert 0.0 <= s["js"] <= 1.0
+    inc = rows[0]["inception"]  # the last checkpoint against the data folder
+    assert inc["step"] == 20 and 0 < inc["fid"] < 1000 and 0 <= inc["precision"] <= 1
     log = (out / "smoke-s0.log").read_text()
     assert "done: step 20" in log
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr
     assert (out / "results.jsonl").read_text().count("\n") == 1
     assert (out / "smoke-s0.log").read_text() == log  # began train was not called again

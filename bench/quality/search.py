@@ -14,7 +14,9 @@ classifier of fmnist_coverage.py (classes with >= 5% of --n samples, KL to unifo
 folder by NDB (train/coverage.py: K = 50 k-means bins of --n real images, bins different and
 filled). One line per run goes to OUT/results.jsonl with the flags, minutes and the scores at
 every checkpoint; `--summary` prints, per setting, how many seeds reached full coverage and the
-median KL / NDB at each step.
+median KL / NDB at each step. With `--fid REF`, each run's last checkpoint is also scored by
+Inception FID, KID and precision/recall against REF (`began eval`, --n samples against --n REF
+images, whose features are cached): the final figure, where coverage is the cheap guide.
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ def _bins(a, run: Path):
     return _BINS[key]
 
 
+def inception(run: Path, step: int, a) -> dict:
+    """`began eval` of one checkpoint against --fid's folder: FID, KID, precision, recall."""
+    cmd = [sys.executable, "-m", "began", "eval", str(run), "--step", str(step), "--weights",
+           a.weights, "--ref", str(a.fid), "-n", str(a.n), "--ref-n", str(a.n), "--device",
+           "cpu", "--bins", "0", "--pairs", "10", "--json"]
+    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout)
+    return {"step": step, "fid": round(r["fid"], 2), "kid": round(r["kid"]["mean"], 5),
+            "precision": r["precision"], "recall": r["recall"]}
+
+
 def one(name: str, flags: list[str], a) -> dict | None:
     rc, minutes = train(name, flags, a)
     if rc != 0:
@@ -100,6 +113,8 @@ def one(name: str, flags: list[str], a) -> dict | None:
         return None
     row = {"run": name, "flags": flags, "minutes": round(minutes, 1),
            "scores": score_run(a.out / name, a)}
+    if a.fid:
+        row["inception"] = inception(a.out / name, checkpoint_steps(a.out / name)[-1], a)
     print(json.dumps(row), flush=True)
     return row
 
@@ -140,6 +155,11 @@ def summary(results: Path) -> None:
             else:
                 print(f"  step {step:>6}: bins different {[s['ndb'] for s in at]} of "
                       f"{at[0]['bins']}; filled {[s['filled'] for s in at]}")
+        inc = [r["inception"] for r in runs if "inception" in r]
+        if inc:
+            print(f"  Inception FID per seed {[i['fid'] for i in inc]} at steps "
+                  f"{[i['step'] for i in inc]}; median "
+                  f"{statistics.median(i['fid'] for i in inc):.2f}")
 
 
 def main() -> None:
@@ -155,6 +175,8 @@ def main() -> None:
     ap.add_argument("--classifier", type=Path, default=Path("runs/fmnist_classifier"))
     ap.add_argument("--weights", choices=["auto", "raw", "ema"], default="auto",
                     help="G to score: auto = the EMA of G where the run kept one")
+    ap.add_argument("--fid", type=Path, metavar="REF",
+                    help="also score each run's last checkpoint by Inception FID against REF")
     ap.add_argument("--summary", action="store_true")
     a = ap.parse_args()
     results = a.out / "results.jsonl"
