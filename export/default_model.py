@@ -148,6 +148,8 @@ def _flags(cfg: dict) -> str:
         if k in shown or v != getattr(base, k):
             flag = "--" + k.replace("_", "-")
             flags.append(flag if v is True else f"{flag} {v}")
+    if cfg.get("flip", base.flip) != base.flip:  # a bool flag with a --no- form
+        flags.append("--flip" if cfg["flip"] else "--no-flip")
     return " ".join(flags)
 
 
@@ -164,7 +166,18 @@ Classes with >= 5% of the samples: {cov['covered']} of 10; KL of the label histo
 (the 10,000 test images: 0.002).
 
 {hist}.
-"""
+{facing_line(cov.get("facing_right"))}"""
+
+
+def facing_line(right: dict | None) -> str:
+    """Every Fashion-MNIST sneaker and ankle boot faces left; random flips in training make
+    a model draw some facing right."""
+    if not right or not right["of"]:
+        return ""
+    return (f"\nOf the {right['of']:,} samples labelled sneaker or ankle boot, {right['share']:.1%} "
+            "face right, which no Fashion-MNIST shoe does (the test images: 0.0%; random flips "
+            "in training, `--flip`, the default, mirror about half: train such data with "
+            "`--no-flip`).\n")
 
 
 def _arch(m: dict) -> str:
