@@ -17,8 +17,8 @@ with published (Inception) FIDs, which stay the final figures.
 
 It also prints "facing right": of the samples labelled sneaker or ankle boot, the share nearer
 the mirror image of their class's mean test image than to the mean itself. Every shoe in
-Fashion-MNIST faces left, so the test images score a few percent (the two means' overlap) and a
-model trained with random flips (`--flip`, the trainer's default) about half; Inception FID
+Fashion-MNIST faces left, so the test images score 0.0% (of 2,014) and a model trained with
+random flips (`--flip`, the trainer's default) about half; Inception FID
 hardly sees it (a random half of real images mirrored moves FID by a fraction of a point).
 
 A SOURCE is a run folder (its latest checkpoint; `RUN@STEP` for another, `--weights
