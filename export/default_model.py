@@ -143,7 +143,8 @@ def _flags(cfg: dict) -> str:
     flags += [f"--{k.replace('_', '-')}" for k in ("out_tanh", "grey") if cfg["model"].get(k)]
     shown = ("batch_size", "gamma", "steps")  # always, even at their defaults
     for k in (*shown, "cs_alpha", "cs_g", "alternating", "z_shared", "augment", "pullaway",
-              "ema_decay", "lr_g", "lr_d", "beta1", "lambda_k", "lr_decay", "lr_window", "seed"):
+              "ema_decay", "lr_g", "lr_d", "beta1", "lambda_k", "lr_decay", "lr_window",
+              "lr_anneal_start", "lr_anneal_steps", "seed"):
         v = cfg.get(k, getattr(base, k))
         if k in shown or v != getattr(base, k):
             flag = "--" + k.replace("_", "-")
@@ -153,7 +154,7 @@ def _flags(cfg: dict) -> str:
     return " ".join(flags)
 
 
-def coverage_lines(cov: dict | None) -> str:
+def coverage_lines(cov: dict | None, flipped: bool = True) -> str:
     if cov is None:
         return ""
     hist = ", ".join(f"{k} {v:.1%}" for k, v in sorted(cov["hist"].items(), key=lambda kv: -kv[1]))
@@ -166,18 +167,19 @@ Classes with >= 5% of the samples: {cov['covered']} of 10; KL of the label histo
 (the 10,000 test images: 0.002).
 
 {hist}.
-{facing_line(cov.get("facing_right"))}"""
+{facing_line(cov.get("facing_right"), flipped)}"""
 
 
-def facing_line(right: dict | None) -> str:
+def facing_line(right: dict | None, flipped: bool = True) -> str:
     """Every Fashion-MNIST sneaker and ankle boot faces left; random flips in training make
     a model draw some facing right."""
     if not right or not right["of"]:
         return ""
+    why = ("random flips in training, `--flip`, the default, mirror about half: train such "
+           "data with `--no-flip`" if flipped else
+           "trained with `--no-flip`; random flips, the default, mirror about half")
     return (f"\nOf the {right['of']:,} samples labelled sneaker or ankle boot, {right['share']:.1%} "
-            "face right, which no Fashion-MNIST shoe does (the test images: 0.0%; random flips "
-            "in training, `--flip`, the default, mirror about half: train such data with "
-            "`--no-flip`).\n")
+            f"face right, which no Fashion-MNIST shoe does (the test images: 0.0%; {why}).\n")
 
 
 def _arch(m: dict) -> str:
@@ -238,7 +240,7 @@ Inversion ({e['kind']} encoder): on 256 generated images |Enc(G(z)) − z| =
 | refine steps | PSNR of G(z) vs image (dB) | L1 | ms per image (CPU) |
 |---:|---:|---:|---:|
 {real}
-{coverage_lines(cov)}
+{coverage_lines(cov, cfg.get("flip", True))}
 ## Assessment
 ASSESSMENT
 
