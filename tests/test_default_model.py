@@ -50,6 +50,7 @@ def test_the_readme_states_the_shipped_models_figures():
     card = " ".join((DEFAULT_MODEL / "MODEL_CARD.md").read_text().split())
     assert f"{cov['covered']} of 10 classes with at least 5% of {cov['n']:,} samples" in readme
     assert f"KL {cov['kl']:.3f} to uniform" in readme
+    assert f"trained with `--no-flip`, draws {cov['facing_right']['share']:.1%}" in readme
     fid = (f"FID {ev['fid']:.0f} against the test set ({ev['samples']:,} samples vs "
            f"{ev['reference']['used']:,} test images)")
     assert fid in readme
