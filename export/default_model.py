@@ -132,26 +132,10 @@ def class_coverage(out: Path, classifier: Path) -> dict:
 
 
 def _flags(cfg: dict) -> str:
-    """The run's non-default training flags, as `began train` takes them."""
-    from began.train.config import TrainConfig
+    """The run's `began train` flags (a preset, then what differs from it)."""
+    from began.train.config import TrainConfig, command_flags
 
-    base = TrainConfig()
-    keys = ("arch", "resolution", "n", "z_dim", "h_dim", "fc_dim")
-    flags = [f"--{k.replace('_', '-')} {cfg['model'][k]}" for k in keys
-             if cfg["model"].get(k) is not None and not (k == "fc_dim" and
-                                                          cfg["model"]["arch"] != "small")]
-    flags += [f"--{k.replace('_', '-')}" for k in ("out_tanh", "grey") if cfg["model"].get(k)]
-    shown = ("batch_size", "gamma", "steps")  # always, even at their defaults
-    for k in (*shown, "cs_alpha", "cs_g", "alternating", "z_shared", "augment", "pullaway",
-              "ema_decay", "lr_g", "lr_d", "beta1", "lambda_k", "lr_decay", "lr_window",
-              "lr_anneal_start", "lr_anneal_steps", "seed"):
-        v = cfg.get(k, getattr(base, k))
-        if k in shown or v != getattr(base, k):
-            flag = "--" + k.replace("_", "-")
-            flags.append(flag if v is True else f"{flag} {v}")
-    if cfg.get("flip", base.flip) != base.flip:  # a bool flag with a --no- form
-        flags.append("--flip" if cfg["flip"] else "--no-flip")
-    return " ".join(flags)
+    return command_flags(TrainConfig.from_dict(cfg))
 
 
 def coverage_lines(cov: dict | None, flipped: bool = True) -> str:

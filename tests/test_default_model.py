@@ -77,3 +77,25 @@ def test_the_cards_data_section_is_what_the_build_script_writes():
     about = DATA["fmnist"]["about"].format(res=m["model"]["resolution"], colour=_colour(m))
     assert about in card
     assert ("kept grey" in about) == bool(m["model"].get("grey"))
+
+
+def test_the_cards_command_resolves_to_the_model_it_describes(tmp_path, capsys):
+    """The card's `began train` command, run with --dry-run, gives the manifest's networks,
+    length, batch, objective and seed: a stale or hand-edited command fails here."""
+    import re
+    import shlex
+
+    card = (DEFAULT_MODEL / "MODEL_CARD.md").read_text()
+    line = re.search(r"- Command: `began train (\S+) --out RUN (.*?)`", card)
+    args = shlex.split(line.group(2))
+    assert run(["train", str(tmp_path), "--out", str(tmp_path / "run"), *args, "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    m = json.loads((DEFAULT_MODEL / "manifest.json").read_text())
+    assert cfg["model"] == m["model"]
+    t = m["training"]
+    assert cfg["steps"] == t["step"] == t["steps_planned"]
+    for k in ("gamma", "lambda_k", "batch_size", "seed", "cs_alpha", "ema_decay"):
+        assert cfg[k] == t[k], k
+    # the lr the run ended at: the anneal's floor where one ends at the last step
+    annealed = cfg["lr_anneal_steps"] and cfg["lr_anneal_start"] + cfg["lr_anneal_steps"] <= t["step"]
+    assert abs(t["lr_g"] - (cfg["lr_floor"] if annealed else cfg["lr_g"])) < 1e-12

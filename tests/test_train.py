@@ -4,6 +4,7 @@ interrupts and bad checkpoints, and reports bad data."""
 import json
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -212,6 +213,34 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert cfg["gamma"] == 0.3 and cfg["model"]["skip"] is True
     assert cfg["model"]["resolution"] == 128 and cfg["model"]["n"] == 128
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change", [
+    dict(),  # the plain defaults: paper64, nothing else
+    dict(arch="small", resolution=32, n=16, z_dim=62, h_dim=32, fc_dim=1024, grey=True,
+         batch_size=64, gamma=1.0, lr_g=2e-4, lr_d=2e-4, alternating=True, z_shared=True,
+         lambda_k=5e-4, lr_decay=1.0, flip=False, steps=24_000, lr_anneal_start=21_000,
+         lr_anneal_steps=3_000),  # the embedded model's run
+    dict(resolution=128, n=128, skip=True, augment="translation,cutout", seed=3, k_max=0.9,
+         ema_decay=0.999, beta2=0.99, keep=7, ckpt_every=10),
+])
+def test_command_flags_give_back_the_config_they_were_made_from(tmp_path, capsys, change):
+    """A model card's command is derived from the config: fed back to `began train`, it
+    resolves to the same config, run-management fields (keep, ckpt_every, ...) apart."""
+    from began.train.config import NOT_IN_COMMAND, TrainConfig, command_flags
+
+    cfg = TrainConfig().replace(**change)
+    flags = command_flags(cfg)
+    assert flags.startswith("--preset ") and "--keep" not in flags and "--ckpt-every" not in flags
+    assert train(tmp_path, tmp_path / "run", *shlex.split(flags), "--dry-run") == 0
+    got = json.loads(capsys.readouterr().out)
+    want = cfg.to_dict()
+    for k in NOT_IN_COMMAND:
+        got.pop(k), want.pop(k)
+    assert got == want
+    if change.get("flip") is False:
+        assert flags.startswith("--preset small32 ") and "--no-flip" in flags.split()
+        assert "--lr-anneal-start 21000 --lr-anneal-steps 3000" in flags
 
 
 def test_no_preset_is_the_small_recipe_on_the_cpu_and_paper64_on_cuda(tmp_path, capsys):

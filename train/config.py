@@ -7,6 +7,7 @@ Torch-free, so `began train --dry-run` and `--help` stay fast.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass, field, fields
 from collections.abc import Collection
 from typing import Any
@@ -219,6 +220,40 @@ RESUMABLE_CHANGES = frozenset(
      # TrainState.restore refuses one that would rewrite the past
      "lr_anneal_start", "lr_anneal_steps"}
 )
+
+
+# Fields a run's `began train` command leaves out: the data folder (its positional
+# argument) and how the run is logged, checkpointed and fed, which never change what it
+# learns. The length and the anneal may change on resume, but they are part of the recipe.
+NOT_IN_COMMAND = (RESUMABLE_CHANGES | {"data_dir"}) - {"steps", "lr_anneal_start",
+                                                        "lr_anneal_steps"}
+
+
+def _flat(cfg: TrainConfig) -> dict[str, Any]:
+    """Model fields, then training fields, by name: the flags' one namespace."""
+    d = cfg.to_dict()
+    return {**d.pop("model"), **d}
+
+
+def command_flags(cfg: TrainConfig) -> str:
+    """The shortest `began train` flags that give `cfg` (the fields in NOT_IN_COMMAND left
+    out): the preset it differs least from, then each field that differs. Derived from
+    the fields, so a new option cannot be missing from a model card's command."""
+    def flags(base: TrainConfig) -> list[str]:
+        ref = _flat(base)
+        out = []
+        for k, v in _flat(cfg).items():
+            if k in NOT_IN_COMMAND or v == ref[k]:
+                continue
+            flag = "--" + k.replace("_", "-")
+            if isinstance(v, bool):
+                out.append(flag if v else "--no-" + flag[2:])
+            else:
+                out.append(f"{flag} {shlex.quote(str(v))}")
+        return out
+
+    name, rest = min(((p, flags(preset(p))) for p in PRESETS), key=lambda pf: len(pf[1]))
+    return " ".join([f"--preset {name}", *rest])
 
 
 # A short run still gets intermediate grids and checkpoints: intervals not given
