@@ -229,6 +229,11 @@ NOT_IN_COMMAND = (RESUMABLE_CHANGES | {"data_dir"}) - {"steps", "lr_anneal_start
                                                         "lr_anneal_steps"}
 
 
+def flag_name(field_name: str) -> str:
+    """A config field's `began train` flag (bools also take `--no-` + the rest)."""
+    return "--" + field_name.replace("_", "-")
+
+
 def _flat(cfg: TrainConfig) -> dict[str, Any]:
     """Model fields, then training fields, by name: the flags' one namespace."""
     d = cfg.to_dict()
@@ -245,7 +250,7 @@ def command_flags(cfg: TrainConfig) -> str:
         for k, v in _flat(cfg).items():
             if k in NOT_IN_COMMAND or v == ref[k]:
                 continue
-            flag = "--" + k.replace("_", "-")
+            flag = flag_name(k)
             if isinstance(v, bool):
                 out.append(flag if v else "--no-" + flag[2:])
             else:

@@ -93,6 +93,8 @@ def train(**kwargs: Any) -> None:
 
 
 def _signature() -> inspect.Signature:
+    from began.train.config import flag_name
+
     P = inspect.Parameter
     params = [
         P("data_dir", P.POSITIONAL_OR_KEYWORD, annotation=Path, default=typer.Argument(
@@ -119,7 +121,7 @@ def _signature() -> inspect.Signature:
                  "$BEGAN_THREADS, else $OMP_NUM_THREADS, else half the cores, at most 4.")),
     ]
     for name, f, panel in _config_fields():
-        flag = "--" + name.replace("_", "-")
+        flag = flag_name(name)
         typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str,
                                                        "bool": bool}[f.type]
         decl = f"{flag}/--no-{flag[2:]}" if typ is bool else flag
